@@ -1,0 +1,11 @@
+//! `context-host`: a working stand-in of the Context server's plugin host.
+//!
+//! It loads plugins per its config ([`plugins`]), indexes and searches real
+//! files ([`engine`]) so hooks carry real data, and serves its routes and the
+//! plugins' routes and middleware over HTTP ([`server`]).
+
+pub mod config;
+pub mod engine;
+pub mod plugins;
+pub mod run;
+pub mod server;

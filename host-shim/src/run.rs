@@ -1,0 +1,108 @@
+//! `context-host serve`: wires config, plugins, engine and server together
+//! and shuts them down in the order plugins rely on.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::{
+    config::HostConfig,
+    engine::Engine,
+    plugins::{HostIdentity, PluginSet},
+    server::{AppState, app},
+};
+
+pub fn serve(config: HostConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("cannot create data dir '{}'", config.server.data_dir.display()))?;
+    let instance_id = config.instance_id();
+    let identity = HostIdentity {
+        host_name: "context-host".to_owned(),
+        host_version: env!("CARGO_PKG_VERSION").to_owned(),
+        instance_id: instance_id.clone(),
+        data_dir: config.server.data_dir.clone(),
+    };
+    let plugins = Arc::new(PluginSet::load(&config.plugins, &identity));
+    let engine = Arc::new(Engine::new(
+        &config.projects,
+        plugins.clone(),
+        instance_id,
+        Duration::from_millis(config.server.search_timeout_ms),
+    ));
+
+    // The indexer thread: every project once at start, then reindex requests.
+    let (reindex_tx, mut reindex_rx) = mpsc::unbounded_channel::<String>();
+    for name in engine.project_names() {
+        let _ = reindex_tx.send(name);
+    }
+    let indexer = {
+        let engine = engine.clone();
+        std::thread::Builder::new().name("indexer".into()).spawn(move || {
+            while let Some(name) = reindex_rx.blocking_recv() {
+                if let Some(files) = engine.index_project(&name) {
+                    tracing::info!("indexed project '{name}': {files} files");
+                }
+            }
+        })?
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let state = AppState { engine: engine.clone(), plugins: plugins.clone(), reindex: reindex_tx };
+    let snapshot_every = Duration::from_secs(config.server.snapshot_interval_secs.max(1));
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let address = listener.local_addr()?;
+        tracing::info!("context-host listening on http://{address}");
+        for plugin in plugins.plugins() {
+            for route in &plugin.routes {
+                tracing::info!("  http://{address}{} ({})", route.prefix, plugin.info.name);
+            }
+        }
+        let snapshots = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(snapshot_every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let engine = engine.clone();
+                    let _ = tokio::task::spawn_blocking(move || engine.snapshot_all()).await;
+                }
+            })
+        };
+        axum::serve(listener, app(state)).with_graceful_shutdown(stop_signal()).await?;
+        snapshots.abort();
+        anyhow::Ok(())
+    })?;
+    // Hooks must not run during or after plugin shutdown: the server has
+    // stopped; stop the indexer (its channel closes with the app state).
+    drop(runtime);
+    let _ = indexer.join();
+    plugins.shutdown();
+    drop(engine);
+    match Arc::try_unwrap(plugins) {
+        Ok(plugins) => drop(plugins),
+        Err(_) => tracing::warn!("plugins still referenced at exit"),
+    }
+    tracing::info!("context-host stopped");
+    Ok(())
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stop signal received: draining requests, then shutting plugins down");
+}
