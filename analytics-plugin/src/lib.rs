@@ -1,0 +1,22 @@
+//! context-analytics: the real-time analytics plugin of the Context server.
+//!
+//! Data flows through the folders in order: an event enters through a hook
+//! ([`plugin`]), is counted by the [`collector`], queued and consumed by the
+//! [`pipeline`], and served over HTTP by the [`api`].
+
+pub mod api;
+pub mod collector;
+pub mod config;
+pub mod pipeline;
+pub mod plugin;
+
+pub use plugin::AnalyticsPlugin;
+
+/// The name operators enable in the host config: `[plugins.analytics]`.
+pub const PLUGIN_NAME: &str = "analytics";
+
+plugin_api::export_plugin!(
+    name: PLUGIN_NAME,
+    version: env!("CARGO_PKG_VERSION"),
+    new: AnalyticsPlugin::new,
+);

@@ -1,0 +1,220 @@
+//! The analytics plugin object: what the host constructs, calls hooks on,
+//! forwards requests to, and shuts down.
+
+use std::{
+    mem::ManuallyDrop,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::Router;
+use plugin_api::{
+    FileIndexed, FileOpened, HostContext, HostLogger, HttpRequest, MiddlewareSpec, Plugin, PluginError,
+    ProjectSnapshot, ReplySinkBox, RequestRecord, RouteSpec, SearchExecuted,
+};
+use prometheus::core::Collector as _;
+use serde_json::json;
+
+use crate::{
+    api,
+    collector::Collector,
+    config::AnalyticsConfig,
+    pipeline::{
+        Pipeline,
+        events::{Event, IndexRecord, OpenRecord, SearchRecord, SnapshotRecord},
+    },
+};
+
+/// State shared by hooks, the pipeline and the HTTP routes.
+pub struct Shared {
+    pub config: AnalyticsConfig,
+    pub collector: Arc<Collector>,
+    pub pipeline: Pipeline,
+    pub host: HostContext,
+    pub logger: HostLogger,
+    pub started: Instant,
+}
+
+impl Shared {
+    /// Gauges computed on demand, just before a scrape.
+    pub fn refresh_gauges(&self) {
+        let counts = self.pipeline.active_counts(now_us());
+        let c = &self.collector;
+        c.active_users.with_label_values(&["5m"]).set(counts.last_5m as i64);
+        c.active_users.with_label_values(&["1h"]).set(counts.last_1h as i64);
+        c.active_users.with_label_values(&["24h"]).set(counts.last_24h as i64);
+        c.queue_depth.set(self.pipeline.depth() as i64);
+        c.uptime.set(self.started.elapsed().as_secs_f64());
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        let c = &self.collector;
+        let received = |kind: &str| c.events_received.with_label_values(&[kind]).get();
+        let dropped = |reason: &str| c.events_dropped.with_label_values(&[reason]).get();
+        let panics: u64 = c
+            .hook_panics
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
+            .sum();
+        json!({
+            "status": "ok",
+            "plugin": self.host.plugin_name.as_str(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "interface_version": plugin_api::INTERFACE_VERSION,
+            "instance_id": self.host.instance_id.as_str(),
+            "host": {"name": self.host.host_name.as_str(), "version": self.host.host_version.as_str()},
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "events": {
+                "received": {
+                    "search": received("search"),
+                    "index": received("index"),
+                    "open": received("open"),
+                    "snapshot": received("snapshot"),
+                },
+                "dropped": {
+                    "queue_full": dropped("queue_full"),
+                    "file_table_full": dropped("file_table_full"),
+                },
+                "hook_panics": panics,
+            },
+            "queue": {"depth": self.pipeline.depth(), "capacity": self.config.queue_capacity},
+        })
+    }
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+pub struct AnalyticsPlugin {
+    shared: ManuallyDrop<Arc<Shared>>,
+    router: ManuallyDrop<Router>,
+    runtime: ManuallyDrop<tokio::runtime::Runtime>,
+    received: [prometheus::IntCounter; 4],
+}
+
+impl AnalyticsPlugin {
+    pub fn new(host: HostContext, config_toml: &str) -> Result<Self, PluginError> {
+        let config = AnalyticsConfig::from_toml(config_toml).map_err(PluginError::config)?;
+        let logger = host.logger(host.plugin_name.as_str());
+        let collector = Arc::new(
+            Collector::new(&config).map_err(|e| PluginError::internal(format!("metric registry: {e}")))?,
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .thread_name("analytics-rt")
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError::internal(format!("cannot start runtime: {e}")))?;
+        let pipeline = Pipeline::start(&config, collector.clone())
+            .map_err(|e| PluginError::internal(format!("cannot start pipeline: {e}")))?;
+        let received = ["search", "index", "open", "snapshot"]
+            .map(|kind| collector.events_received.with_label_values(&[kind]));
+        logger.info(&format!(
+            "analytics {} started for instance '{}' (queue {} events, max {} projects)",
+            env!("CARGO_PKG_VERSION"),
+            host.instance_id,
+            config.queue_capacity,
+            config.max_projects
+        ));
+        let shared = Arc::new(Shared { config, collector, pipeline, host, logger, started: Instant::now() });
+        let router = api::router(shared.clone());
+        Ok(Self {
+            shared: ManuallyDrop::new(shared),
+            router: ManuallyDrop::new(router),
+            runtime: ManuallyDrop::new(runtime),
+            received,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn router(&self) -> Router {
+        (*self.router).clone()
+    }
+}
+
+impl Plugin for AnalyticsPlugin {
+    fn routes(&self) -> Vec<RouteSpec> {
+        api::route_specs()
+    }
+
+    fn middleware(&self) -> MiddlewareSpec {
+        MiddlewareSpec { before_prefixes: Default::default(), after_all: true }
+    }
+
+    fn handle_request(&self, request: HttpRequest, mut reply: ReplySinkBox) {
+        let router = self.router();
+        self.runtime.spawn(async move {
+            let response = api::bridge::call(router, request).await;
+            reply.respond(response);
+        });
+    }
+
+    fn after_request(&self, record: &RequestRecord<'_>) {
+        self.shared.collector.record_http(record);
+    }
+
+    fn on_search_executed(&self, event: &SearchExecuted<'_>) {
+        self.received[0].inc();
+        self.shared.collector.record_search(event);
+        self.shared.pipeline.push(Event::Search(SearchRecord::copy_from(event)));
+    }
+
+    fn on_file_indexed(&self, event: &FileIndexed<'_>) {
+        self.received[1].inc();
+        self.shared.collector.record_index(event);
+        self.shared.pipeline.push(Event::Index(IndexRecord::copy_from(event)));
+    }
+
+    fn on_file_opened(&self, event: &FileOpened<'_>) {
+        self.received[2].inc();
+        self.shared.collector.record_open(event);
+        self.shared.pipeline.push(Event::Open(OpenRecord::copy_from(event)));
+    }
+
+    fn on_project_snapshot(&self, event: &ProjectSnapshot<'_>) {
+        self.received[3].inc();
+        self.shared.pipeline.push(Event::Snapshot(SnapshotRecord::copy_from(event)));
+    }
+
+    fn shutdown(&self) -> Result<(), PluginError> {
+        self.shared.pipeline.shutdown();
+        self.shared.logger.info("analytics flushed its pipeline and stopped");
+        Ok(())
+    }
+
+    fn on_panic(&self, entry_point: &'static str) {
+        self.shared.collector.hook_panics.with_label_values(&[entry_point]).inc();
+    }
+}
+
+impl Drop for AnalyticsPlugin {
+    fn drop(&mut self) {
+        // SAFETY: each field is taken exactly once, here, and not used after.
+        let (shared, router, runtime) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.shared),
+                ManuallyDrop::take(&mut self.router),
+                ManuallyDrop::take(&mut self.runtime),
+            )
+        };
+        // The host may drop us on one of its threads, where our tokio copy
+        // has no context: state that spawns on drop must find our runtime.
+        {
+            let _entered = runtime.enter();
+            drop(router);
+            drop(shared);
+        }
+        // Inside some runtime (only possible when linked in-process, sharing
+        // the caller's tokio) blocking is forbidden: let the threads go.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            runtime.shutdown_background();
+        } else {
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
