@@ -1,0 +1,290 @@
+//! Harness for the end-to-end tests: runs the real `context-host` binary
+//! with real plugin `.so` files copied into a plugins folder, over real
+//! project files, and talks to it over loopback HTTP.
+//!
+//! Build first (`cargo build --workspace`, as `scripts/test-all.sh` does);
+//! `CONTEXT_E2E_PROFILE=release` tests the release artifacts instead.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// The analytics plugin library, as built by cargo.
+pub const ANALYTICS: &str = "libcontext_analytics.so";
+pub const PANICKING: &str = "libpanicking_plugin.so";
+pub const INCOMPATIBLE: &str = "libincompatible_plugin.so";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// A built artifact (binary or library) of the workspace.
+pub fn artifact(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let profile = std::env::var("CONTEXT_E2E_PROFILE").unwrap_or_else(|_| "debug".to_owned());
+    let path = target.join(profile).join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// A scratch folder removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "context-e2e-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes files (path relative to `root`, content) and creates folders.
+pub fn write_files(root: &Path, files: &[(&str, &[u8])]) {
+    for (path, content) in files {
+        let path = root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+}
+
+/// How to start a host.
+pub struct HostSpec {
+    /// Library files copied into the plugins folder.
+    pub libraries: Vec<PathBuf>,
+    /// Extra files dropped into the plugins folder (name, content).
+    pub junk: Vec<(String, Vec<u8>)>,
+    /// `[plugins.<name>]` sections: name, enabled, config table body.
+    pub plugins: Vec<(String, bool, String)>,
+    /// `[[projects]]`: name and path.
+    pub projects: Vec<(String, PathBuf)>,
+}
+
+pub struct Host {
+    child: Option<Child>,
+    pub base_url: String,
+    pub dir: Scratch,
+    log_path: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Host {
+    pub fn start(spec: HostSpec) -> Host {
+        let dir = Scratch::new("host");
+        let plugins = dir.path().join("plugins");
+        fs::create_dir_all(&plugins).unwrap();
+        for library in &spec.libraries {
+            fs::copy(library, plugins.join(library.file_name().unwrap())).unwrap();
+        }
+        for (name, content) in &spec.junk {
+            fs::write(plugins.join(name), content).unwrap();
+        }
+        let mut config = String::from(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nsnapshot_interval_secs = 1\n\n[plugins]\ndir = \"plugins\"\n",
+        );
+        for (name, enabled, table) in &spec.plugins {
+            config.push_str(&format!("\n[plugins.{name}]\nenabled = {enabled}\n"));
+            if !table.is_empty() {
+                config.push_str(&format!("[plugins.{name}.config]\n{table}\n"));
+            }
+        }
+        for (name, path) in &spec.projects {
+            config.push_str(&format!("\n[[projects]]\nname = \"{name}\"\npath = \"{}\"\n", path.display()));
+        }
+        let config_path = dir.path().join("host.toml");
+        fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("host.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let child = Command::new(artifact("context-host"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("context-host starts");
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut host = Host { child: Some(child), base_url: String::new(), dir, log_path, agent };
+        host.base_url = host.wait_for_address();
+        host
+    }
+
+    fn wait_for_address(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let log = self.log();
+            if let Some(rest) = log.split("context-host listening on ").nth(1) {
+                return rest.lines().next().unwrap().trim().to_owned();
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("context-host exited with {status} before listening:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("context-host did not listen within 30 s:\n{}", self.log());
+    }
+
+    /// Everything the host logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        BufReader::new(fs::File::open(&self.log_path).unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+
+    pub fn get(&self, path_and_query: &str, user: &str) -> (u16, String) {
+        let response = self
+            .agent
+            .get(format!("{}{path_and_query}", self.base_url))
+            .header("X-Context-User", user)
+            .call()
+            .expect("request reaches the host");
+        read(response)
+    }
+
+    pub fn post_json(&self, path: &str, user: &str, body: &serde_json::Value) -> (u16, String) {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base_url))
+            .header("X-Context-User", user)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .expect("request reaches the host");
+        read(response)
+    }
+
+    pub fn get_json(&self, path_and_query: &str, user: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get(path_and_query, user);
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    /// The `/metrics` exposition, parsed.
+    pub fn metrics(&self) -> Metrics {
+        let (status, body) = self.get("/metrics", "prometheus");
+        assert_eq!(status, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    /// Waits until every project was indexed (the indexer logs each).
+    pub fn wait_indexed(&self, projects: usize) {
+        self.wait_until("projects indexed", || self.log_lines("indexed project '").len() >= projects);
+    }
+
+    pub fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("timed out waiting for {what}; log:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("context-host did not stop within 20 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (status, body)
+}
+
+/// A parsed Prometheus text exposition: `name{labels}` → value, with labels
+/// in the order the encoder writes them (sorted by name).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples: BTreeMap<String, f64>,
+    pub text: String,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Self {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        Self { samples, text: text.to_owned() }
+    }
+
+    /// The value of a series, or 0 when absent (a counter never touched).
+    pub fn value(&self, series: &str) -> f64 {
+        self.samples.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// Sum over every series of `name` whose labels contain all `labels`
+    /// (`key="value"` strings).
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(series, _)| {
+                let (n, rest) = series.split_once('{').unwrap_or((series.as_str(), ""));
+                n == name && labels.iter().all(|l| rest.contains(l))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
