@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian 12 machine, once: Debian's
-# Prometheus (for promtool). Safe to run again: it skips what is present.
+# Prometheus (for promtool) and Alertmanager (for amtool, used by
+# alert_rules/check.sh). Safe to run again: it skips what is present.
 set -euo pipefail
 
 apt_packages=()
 command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
+command -v amtool >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
 
 if ((${#apt_packages[@]})); then
@@ -15,9 +17,13 @@ if ((${#apt_packages[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         "${apt_packages[@]}" >/dev/null
 fi
-# The Debian package starts a Prometheus server on :9090; the tests start
-# their own, so stop the packaged one if systemd runs it.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
-    systemctl stop prometheus || true
-fi
+# The Debian packages start a Prometheus server on :9090 and an Alertmanager
+# on :9093; the tests need neither (they start their own Prometheus), so stop
+# the packaged ones if systemd runs them.
+for service in prometheus prometheus-alertmanager; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+        systemctl stop "$service" || true
+    fi
+done
 promtool --version | head -1
+amtool --version 2>&1 | head -1
