@@ -1,8 +1,11 @@
 //! The plugin's configuration: the `[plugins.analytics.config]` table of the
-//! host config, handed over as TOML text. Unknown keys are errors that name
-//! the key and list the accepted ones.
+//! host config, handed over as TOML text. One table per component; unknown
+//! keys are errors that name the key and list the accepted ones; every key
+//! has a default that works.
 
 use serde::Deserialize;
+
+use crate::storage::{RetentionConfig, StorageConfig, privacy::PrivacyConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -13,12 +16,6 @@ pub struct AnalyticsConfig {
     /// Distinct values kept per other bounded label (file types, error
     /// codes, HTTP routes); the rest fold into `other`.
     pub max_label_values: usize,
-    /// Events buffered between the hooks and the pipeline worker.
-    pub queue_capacity: usize,
-    /// Largest batch the worker takes from the queue at once.
-    pub batch_max_events: usize,
-    /// Longest time an event waits in the queue when traffic is low.
-    pub batch_max_wait_ms: u64,
     /// A file is a hot spot when accessed more than this many times the
     /// project's average accesses per indexed file.
     pub hot_spot_factor: f64,
@@ -27,6 +24,41 @@ pub struct AnalyticsConfig {
     pub max_tracked_files: usize,
     /// Threads of the plugin's own tokio runtime.
     pub worker_threads: usize,
+    pub pipeline: PipelineConfig,
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// `[plugins.analytics.config.pipeline]`: between the hooks and storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Events buffered in memory between the hooks and the writer. When it
+    /// is full the hook drops the event (counted): the writer spills to the
+    /// spool long before that.
+    pub queue_capacity: usize,
+    /// A write to the database is started once this many events wait...
+    pub batch_max_events: usize,
+    /// ...or once the oldest waiting event is this old.
+    pub flush_interval_ms: u64,
+    /// Cap of the on-disk spool; beyond it new events are dropped (counted)
+    /// and the oldest spooled data is kept.
+    pub spool_max_bytes: u64,
+    /// Size at which a spool segment file is closed and a new one started.
+    pub spool_segment_bytes: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            batch_max_events: 8_192,
+            flush_interval_ms: 200,
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 8 << 20,
+        }
+    }
 }
 
 impl Default for AnalyticsConfig {
@@ -34,21 +66,27 @@ impl Default for AnalyticsConfig {
         Self {
             max_projects: 50,
             max_label_values: 64,
-            queue_capacity: 65_536,
-            batch_max_events: 4_096,
-            batch_max_wait_ms: 5,
             hot_spot_factor: 3.0,
             max_tracked_files: 2_000_000,
             worker_threads: 2,
+            pipeline: PipelineConfig::default(),
+            storage: StorageConfig::default(),
+            retention: RetentionConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
 
+const SECTION: &str = "[plugins.analytics.config]";
+
 impl AnalyticsConfig {
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text)
-            .map_err(|e| format!("invalid [plugins.analytics.config]: {}", e.message()))?;
-        config.validate()?;
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let place =
+                e.span().map(|s| line_of(text, s.start)).map(|l| format!(" (line {l})")).unwrap_or_default();
+            format!("invalid {SECTION}{place}: {}", e.message())
+        })?;
+        config.validate().map_err(|e| format!("invalid {SECTION}: {e}"))?;
         Ok(config)
     }
 
@@ -56,23 +94,31 @@ impl AnalyticsConfig {
         let positive = [
             ("max_projects", self.max_projects),
             ("max_label_values", self.max_label_values),
-            ("queue_capacity", self.queue_capacity),
-            ("batch_max_events", self.batch_max_events),
             ("worker_threads", self.worker_threads),
+            ("pipeline.queue_capacity", self.pipeline.queue_capacity),
+            ("pipeline.batch_max_events", self.pipeline.batch_max_events),
+            ("storage.max_connections", self.storage.max_connections as usize),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(format!("invalid [plugins.analytics.config]: {key} = 0 (expected at least 1)"));
-            }
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{key} = 0 (expected at least 1)"));
         }
         if !(self.hot_spot_factor.is_finite() && self.hot_spot_factor > 1.0) {
+            return Err(format!("hot_spot_factor = {} (expected a number above 1)", self.hot_spot_factor));
+        }
+        if self.pipeline.spool_segment_bytes < 4096
+            || self.pipeline.spool_max_bytes < self.pipeline.spool_segment_bytes
+        {
             return Err(format!(
-                "invalid [plugins.analytics.config]: hot_spot_factor = {} (expected a number above 1)",
-                self.hot_spot_factor
+                "pipeline.spool_segment_bytes = {} and spool_max_bytes = {} (expected 4096 <= segment <= max)",
+                self.pipeline.spool_segment_bytes, self.pipeline.spool_max_bytes
             ));
         }
-        Ok(())
+        self.retention.validate()
     }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 #[cfg(test)]
@@ -83,19 +129,34 @@ mod tests {
     fn empty_config_uses_defaults() {
         let config = AnalyticsConfig::from_toml("").unwrap();
         assert_eq!(config.max_projects, 50);
-        assert_eq!(config.queue_capacity, 65_536);
+        assert_eq!(config.pipeline.queue_capacity, 65_536);
+        assert_eq!(config.storage.url, "sqlite://analytics.db");
+        assert_eq!(config.retention.raw_days, 7);
     }
 
     #[test]
     fn unknown_key_is_named_with_the_accepted_ones() {
         let error = AnalyticsConfig::from_toml("max_project = 3").unwrap_err();
-        assert!(error.contains("unknown field `max_project`"), "{error}");
+        assert!(
+            error.starts_with("invalid [plugins.analytics.config] (line 1): unknown field `max_project`"),
+            "{error}"
+        );
         assert!(error.contains("`max_projects`"), "{error}");
+        let error = AnalyticsConfig::from_toml("[storage]\nurl = \"sqlite://x\"\nurll = 1").unwrap_err();
+        assert!(error.contains("(line 3): unknown field `urll`"), "{error}");
     }
 
     #[test]
-    fn zero_capacity_is_refused() {
-        let error = AnalyticsConfig::from_toml("queue_capacity = 0").unwrap_err();
-        assert_eq!(error, "invalid [plugins.analytics.config]: queue_capacity = 0 (expected at least 1)");
+    fn bad_values_name_their_key() {
+        let error = AnalyticsConfig::from_toml("[pipeline]\nqueue_capacity = 0").unwrap_err();
+        assert_eq!(
+            error,
+            "invalid [plugins.analytics.config]: pipeline.queue_capacity = 0 (expected at least 1)"
+        );
+        let error = AnalyticsConfig::from_toml("[privacy]\nqueries = \"encrypted\"").unwrap_err();
+        assert!(
+            error.contains("unknown variant `encrypted`, expected one of `full`, `hashed`, `none`"),
+            "{error}"
+        );
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! Data flows through the folders in order: an event enters through a hook
 //! ([`plugin`]), is counted by the [`collector`], queued and consumed by the
-//! [`pipeline`], and served over HTTP by the [`api`].
+//! [`pipeline`], written by it to [`storage`], and served over HTTP by the
+//! [`api`].
 
 pub mod api;
 pub mod collector;
 pub mod config;
 pub mod pipeline;
 pub mod plugin;
+pub mod storage;
 
 pub use plugin::AnalyticsPlugin;
 

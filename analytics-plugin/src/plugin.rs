@@ -20,9 +20,12 @@ use crate::{
     collector::Collector,
     config::AnalyticsConfig,
     pipeline::{
-        Pipeline,
+        Identity, Pipeline,
         events::{Event, IndexRecord, OpenRecord, SearchRecord, SnapshotRecord},
+        spool::Spool,
+        writer::{StorageHealth, Writer},
     },
+    storage::{self, Storage, privacy::Privacy},
 };
 
 /// State shared by hooks, the pipeline and the HTTP routes.
@@ -30,6 +33,7 @@ pub struct Shared {
     pub config: AnalyticsConfig,
     pub collector: Arc<Collector>,
     pub pipeline: Pipeline,
+    pub storage: Arc<dyn Storage>,
     pub host: HostContext,
     pub logger: HostLogger,
     pub started: Instant,
@@ -57,8 +61,23 @@ impl Shared {
             .iter()
             .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
             .sum();
+        let storage = self.pipeline.storage_health.lock().clone();
+        let (status, reason) = if !storage.connected {
+            (
+                "degraded",
+                Some(format!(
+                    "analytics database unreachable, events are spooled: {}",
+                    storage.last_error.as_deref().unwrap_or("not connected yet")
+                )),
+            )
+        } else if storage.spool.bytes > 0 {
+            ("degraded", Some("replaying spooled events into the database".to_owned()))
+        } else {
+            ("ok", None)
+        };
         json!({
-            "status": "ok",
+            "status": status,
+            "reason": reason,
             "plugin": self.host.plugin_name.as_str(),
             "version": env!("CARGO_PKG_VERSION"),
             "interface_version": plugin_api::INTERFACE_VERSION,
@@ -75,11 +94,38 @@ impl Shared {
                 "dropped": {
                     "queue_full": dropped("queue_full"),
                     "file_table_full": dropped("file_table_full"),
+                    "spool_full": dropped("spool_full"),
+                    "spool_error": dropped("spool_error"),
                 },
+                "written": storage.events_written,
                 "hook_panics": panics,
             },
-            "queue": {"depth": self.pipeline.depth(), "capacity": self.config.queue_capacity},
+            "queue": {"depth": self.pipeline.depth(), "capacity": self.config.pipeline.queue_capacity},
+            "storage": storage,
         })
+    }
+}
+
+/// Rollups and retention, every `storage.maintenance_interval_secs`, while
+/// the database is reachable.
+async fn maintenance(shared: Arc<Shared>) {
+    let every = Duration::from_secs(shared.config.storage.maintenance_interval_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !shared.pipeline.storage_health.lock().connected {
+            continue;
+        }
+        match shared.storage.maintain(now_us()).await {
+            Ok(report) => {
+                shared.pipeline.storage_health.lock().last_maintenance_at_us = Some(now_us());
+                if report.rows_deleted > 0 {
+                    shared.logger.info(&format!("retention removed {} expired rows", report.rows_deleted));
+                }
+            }
+            Err(e) => shared.logger.warn(&format!("storage maintenance failed: {e}")),
+        }
     }
 }
 
@@ -97,7 +143,10 @@ pub struct AnalyticsPlugin {
 impl AnalyticsPlugin {
     pub fn new(host: HostContext, config_toml: &str) -> Result<Self, PluginError> {
         let config = AnalyticsConfig::from_toml(config_toml).map_err(PluginError::config)?;
+        let privacy = Privacy::from_config(&config.privacy)
+            .map_err(|e| PluginError::config(format!("invalid [plugins.analytics.config]: {e}")))?;
         let logger = host.logger(host.plugin_name.as_str());
+        let data_dir = std::path::PathBuf::from(host.data_dir.as_str());
         let collector = Arc::new(
             Collector::new(&config).map_err(|e| PluginError::internal(format!("metric registry: {e}")))?,
         );
@@ -107,19 +156,50 @@ impl AnalyticsPlugin {
             .enable_all()
             .build()
             .map_err(|e| PluginError::internal(format!("cannot start runtime: {e}")))?;
-        let pipeline = Pipeline::start(&config, collector.clone())
-            .map_err(|e| PluginError::internal(format!("cannot start pipeline: {e}")))?;
+        // Database pools spawn their housekeeping on the current runtime: ours.
+        let _entered = runtime.enter();
+        let storage = storage::open(&config.storage, &config.retention, &data_dir)
+            .map_err(|e| PluginError::config(format!("invalid [plugins.analytics.config]: {e}")))?;
+        let instance_id = host.instance_id.to_string();
+        let spool = Spool::open(
+            &data_dir.join("spool"),
+            &instance_id,
+            config.pipeline.spool_max_bytes,
+            config.pipeline.spool_segment_bytes,
+        )
+        .map_err(|e| PluginError::new(plugin_api::ErrorKind::Io, e.to_string()))?;
+        let health = Arc::new(parking_lot::Mutex::new(StorageHealth::new(
+            storage.backend(),
+            storage::redact(&config.storage.url),
+        )));
+        let writer = Writer::new(
+            storage.clone(),
+            spool,
+            instance_id.clone(),
+            collector.clone(),
+            health,
+            logger.clone(),
+            Duration::from_millis(config.storage.write_timeout_ms),
+            config.pipeline.batch_max_events,
+        );
+        let identity = Identity { instance_id, boot_id: now_us() };
+        let pipeline =
+            Pipeline::start(&config, collector.clone(), writer, privacy, identity, runtime.handle());
         let received = ["search", "index", "open", "snapshot"]
             .map(|kind| collector.events_received.with_label_values(&[kind]));
         logger.info(&format!(
-            "analytics {} started for instance '{}' (queue {} events, max {} projects)",
+            "analytics {} started for instance '{}': storage {}, queue {} events, max {} projects",
             env!("CARGO_PKG_VERSION"),
             host.instance_id,
-            config.queue_capacity,
+            storage::redact(&config.storage.url),
+            config.pipeline.queue_capacity,
             config.max_projects
         ));
-        let shared = Arc::new(Shared { config, collector, pipeline, host, logger, started: Instant::now() });
+        let shared =
+            Arc::new(Shared { config, collector, pipeline, storage, host, logger, started: Instant::now() });
+        runtime.spawn(maintenance(shared.clone()));
         let router = api::router(shared.clone());
+        drop(_entered);
         Ok(Self {
             shared: ManuallyDrop::new(shared),
             router: ManuallyDrop::new(router),

@@ -13,7 +13,9 @@ pub mod labels;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use plugin_api::{CacheOutcome, FileIndexed, FileOpened, QueryKind, SearchExecuted, SearchStatus};
+use plugin_api::{
+    CacheOutcome, FileIndexed, FileOpened, IndexOutcome, QueryKind, SearchExecuted, SearchStatus,
+};
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -91,6 +93,15 @@ pub struct Collector {
     pub queue_depth: IntGauge,
     pub queue_capacity: IntGauge,
     pub uptime: Gauge,
+    pub storage_up: IntGauge,
+    pub storage_errors: IntCounter,
+    pub storage_write_duration: Histogram,
+    pub events_written: IntCounter,
+    pub events_spooled: IntCounter,
+    pub events_replayed: IntCounter,
+    pub spool_bytes: IntGauge,
+    pub spool_segments: IntGauge,
+    pub spool_corrupt_segments: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -269,19 +280,71 @@ impl Collector {
                 "context_analytics_uptime_seconds",
                 "Seconds since the plugin started.",
             ))?,
+            storage_up: IntGauge::with_opts(opts(
+                "context_analytics_storage_up",
+                "1 while the analytics database accepts writes, 0 while events are spooled.",
+            ))?,
+            storage_errors: IntCounter::with_opts(opts(
+                "context_analytics_storage_errors_total",
+                "Failed connections and writes to the analytics database.",
+            ))?,
+            storage_write_duration: Histogram::with_opts(hist(
+                "context_analytics_storage_write_duration_seconds",
+                "Time to commit one batch of events.",
+                HTTP_DURATION_BUCKETS,
+            ))?,
+            events_written: IntCounter::with_opts(opts(
+                "context_analytics_events_written_total",
+                "Events committed to the analytics database.",
+            ))?,
+            events_spooled: IntCounter::with_opts(opts(
+                "context_analytics_events_spooled_total",
+                "Events written to the on-disk spool.",
+            ))?,
+            events_replayed: IntCounter::with_opts(opts(
+                "context_analytics_events_replayed_total",
+                "Spooled events later committed to the database.",
+            ))?,
+            spool_bytes: IntGauge::with_opts(opts(
+                "context_analytics_spool_bytes",
+                "Size of the on-disk spool.",
+            ))?,
+            spool_segments: IntGauge::with_opts(opts(
+                "context_analytics_spool_segments",
+                "Segment files in the on-disk spool.",
+            ))?,
+            spool_corrupt_segments: IntCounter::with_opts(opts(
+                "context_analytics_spool_corrupt_segments_total",
+                "Spool segments found corrupt, moved aside and skipped.",
+            ))?,
             registry,
         };
         c.register_all()?;
         for kind in ["search", "index", "open", "snapshot"] {
             c.events_received.with_label_values(&[kind]);
         }
-        for reason in ["queue_full", "file_table_full"] {
+        for reason in ["queue_full", "file_table_full", "spool_full", "spool_error"] {
             c.events_dropped.with_label_values(&[reason]);
+        }
+        // Every entry point exists at zero, so rate() sees the first panic.
+        for entry_point in [
+            "routes",
+            "middleware",
+            "handle_request",
+            "before_request",
+            "after_request",
+            "on_search_executed",
+            "on_file_indexed",
+            "on_file_opened",
+            "on_project_snapshot",
+            "shutdown",
+        ] {
+            c.hook_panics.with_label_values(&[entry_point]);
         }
         for window in ["5m", "1h", "24h"] {
             c.active_users.with_label_values(&[window]);
         }
-        c.queue_capacity.set(config.queue_capacity as i64);
+        c.queue_capacity.set(config.pipeline.queue_capacity as i64);
         Ok(c)
     }
 
@@ -326,6 +389,15 @@ impl Collector {
             Box::new(self.queue_depth.clone()),
             Box::new(self.queue_capacity.clone()),
             Box::new(self.uptime.clone()),
+            Box::new(self.storage_up.clone()),
+            Box::new(self.storage_errors.clone()),
+            Box::new(self.storage_write_duration.clone()),
+            Box::new(self.events_written.clone()),
+            Box::new(self.events_spooled.clone()),
+            Box::new(self.events_replayed.clone()),
+            Box::new(self.spool_bytes.clone()),
+            Box::new(self.spool_segments.clone()),
+            Box::new(self.spool_corrupt_segments.clone()),
             Box::new(build_info),
             // process_* families of the host process the plugin lives in.
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -431,7 +503,14 @@ impl Collector {
         let project = self.project(event.project.as_str());
         let file_type = self.file_types.get(event.file_type.as_str());
         let (p, ft) = (&*project.label, &*file_type);
-        self.index_files.with_label_values(&[p, ft, event.outcome.as_str()]).inc();
+        // All outcomes exist once a file type is seen, so the first failure
+        // of a type shows in rate() and error ratios.
+        for outcome in IndexOutcome::ALL {
+            let counter = self.index_files.with_label_values(&[p, ft, outcome.as_str()]);
+            if outcome == event.outcome {
+                counter.inc();
+            }
+        }
         self.index_duration.with_label_values(&[p, ft]).observe(event.duration_ns as f64 * 1e-9);
         project.index_bytes.inc_by(event.bytes);
         project.queue_depth.set(event.queue_depth as i64);

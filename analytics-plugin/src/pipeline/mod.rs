@@ -1,18 +1,21 @@
 //! The event pipeline: hooks push owned events into a bounded lock-free
-//! queue and return; one worker thread drains it in batches (by size, and by
-//! time when traffic is low) and feeds the in-memory analyses.
+//! queue and return; one task on the plugin's runtime drains it, feeds the
+//! in-memory analyses (active users, code health), numbers the events and
+//! hands them to the [`writer::Writer`] in batches (by size and by time).
 //!
 //! Hooks never block, never wake a thread and never do I/O: a full queue
-//! drops the event and counts it (`context_analytics_events_dropped_total`).
+//! drops the event and counts it (`context_analytics_events_dropped_total`);
+//! the writer spills to the spool at half capacity so that stays rare.
 
 pub mod events;
+pub mod spool;
+pub mod writer;
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -27,44 +30,78 @@ use crate::{
         code_health::{CodeHealth, Tracked},
     },
     config::AnalyticsConfig,
+    storage::{
+        privacy::Privacy,
+        rows::{EventId, Row},
+    },
 };
 use events::Event;
+use writer::{StorageHealth, Writer};
 
 /// How often the worker recomputes the code-health gauges.
 const CODE_HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// How long the worker sleeps when there is nothing to do.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// How long shutdown waits for the final flush.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Pipeline {
     queue: Arc<ArrayQueue<Event>>,
     dropped_queue_full: IntCounter,
     stop: Arc<AtomicBool>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     pub active_users: Arc<Mutex<ActiveUsers>>,
+    pub storage_health: Arc<Mutex<StorageHealth>>,
+}
+
+/// Who this pipeline writes as.
+pub struct Identity {
+    pub instance_id: String,
+    /// Start time of this plugin instance (Unix µs): the boot part of event ids.
+    pub boot_id: i64,
 }
 
 impl Pipeline {
-    pub fn start(config: &AnalyticsConfig, collector: Arc<Collector>) -> std::io::Result<Self> {
-        let queue = Arc::new(ArrayQueue::new(config.queue_capacity));
+    pub fn start(
+        config: &AnalyticsConfig,
+        collector: Arc<Collector>,
+        writer: Writer,
+        privacy: Privacy,
+        identity: Identity,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let queue = Arc::new(ArrayQueue::new(config.pipeline.queue_capacity));
         let stop = Arc::new(AtomicBool::new(false));
         let active_users = Arc::new(Mutex::new(ActiveUsers::default()));
-        let mut worker = Worker {
+        let storage_health = writer.health.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Two batches in flight: the worker prepares the next while the
+        // writer waits for the database.
+        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<Vec<Row>>(2);
+        runtime.spawn(write_batches(writer, batches_rx, queue.clone(), done_tx));
+        let worker = Worker {
             queue: queue.clone(),
             stop: stop.clone(),
-            batch_max: config.batch_max_events,
-            wait: Duration::from_millis(config.batch_max_wait_ms.max(1)),
+            batch_max: config.pipeline.batch_max_events,
+            flush_interval: Duration::from_millis(config.pipeline.flush_interval_ms),
             code_health: CodeHealth::new(config.max_tracked_files, config.hot_spot_factor),
             active_users: active_users.clone(),
             dropped_table_full: collector.events_dropped.with_label_values(&["file_table_full"]),
             collector: collector.clone(),
+            batches: batches_tx,
+            privacy,
+            identity,
+            next_seq: 1,
         };
-        let handle =
-            std::thread::Builder::new().name("analytics-pipeline".into()).spawn(move || worker.run())?;
-        Ok(Self {
+        runtime.spawn(worker.run());
+        Self {
             queue,
             dropped_queue_full: collector.events_dropped.with_label_values(&["queue_full"]),
             stop,
-            worker: Mutex::new(Some(handle)),
+            done: Mutex::new(Some(done_rx)),
             active_users,
-        })
+            storage_health,
+        }
     }
 
     /// Called by hooks: never blocks.
@@ -83,18 +120,13 @@ impl Pipeline {
         self.active_users.lock().counts(now_us)
     }
 
-    /// Drains the queue and stops the worker. Idempotent.
+    /// Drains the queue to storage (or the spool) and stops the worker.
+    /// Blocks the calling (host) thread; idempotent.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(handle) = self.worker.lock().take() {
-            let _ = handle.join();
+        if let Some(done) = self.done.lock().take() {
+            let _ = done.recv_timeout(SHUTDOWN_WAIT);
         }
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
@@ -102,49 +134,72 @@ struct Worker {
     queue: Arc<ArrayQueue<Event>>,
     stop: Arc<AtomicBool>,
     batch_max: usize,
-    wait: Duration,
+    flush_interval: Duration,
     code_health: CodeHealth,
     active_users: Arc<Mutex<ActiveUsers>>,
     dropped_table_full: IntCounter,
     collector: Arc<Collector>,
+    batches: tokio::sync::mpsc::Sender<Vec<Row>>,
+    privacy: Privacy,
+    identity: Identity,
+    next_seq: i64,
 }
 
 impl Worker {
-    fn run(&mut self) {
-        let mut batch = Vec::with_capacity(self.batch_max);
+    async fn run(mut self) {
+        let mut events = Vec::with_capacity(self.batch_max);
+        let mut pending: Vec<Row> = Vec::with_capacity(self.batch_max);
+        let mut oldest: Option<Instant> = None;
         let mut health_dirty = false;
         let mut health_at = Instant::now();
         loop {
             // Read the flag before draining, so nothing pushed before
             // shutdown is left behind.
             let stopping = self.stop.load(Ordering::Acquire);
-            while batch.len() < self.batch_max {
+            while events.len() < self.batch_max {
                 match self.queue.pop() {
-                    Some(event) => batch.push(event),
+                    Some(event) => events.push(event),
                     None => break,
                 }
             }
-            let full = batch.len() == self.batch_max;
-            if !batch.is_empty() {
-                health_dirty |= self.process(&batch);
-                batch.clear();
+            let took = events.len();
+            if took > 0 {
+                health_dirty |= self.analyze(&events);
+                oldest.get_or_insert_with(Instant::now);
+                for event in events.drain(..) {
+                    let id = EventId { boot_id: self.identity.boot_id, seq: self.next_seq };
+                    self.next_seq += 1;
+                    pending.push(Row::from_event(id, &event, &self.privacy));
+                }
+            }
+            let due = pending.len() >= self.batch_max
+                || oldest.is_some_and(|t| t.elapsed() >= self.flush_interval)
+                || stopping;
+            if due && !pending.is_empty() {
+                let batch = std::mem::replace(&mut pending, Vec::with_capacity(self.batch_max));
+                // Waits while two batches are in flight: the queue absorbs.
+                if self.batches.send(batch).await.is_err() {
+                    break;
+                }
+                oldest = None;
             }
             if health_dirty && (stopping || health_at.elapsed() >= CODE_HEALTH_EVERY) {
                 self.publish_code_health();
                 health_dirty = false;
                 health_at = Instant::now();
             }
-            if stopping && !full && self.queue.is_empty() {
+            if stopping && self.queue.is_empty() && pending.is_empty() {
+                // Dropping the sender lets the writer finish and report done.
                 break;
             }
-            if !full {
-                std::thread::sleep(self.wait);
+            if took < self.batch_max {
+                tokio::time::sleep(IDLE_WAIT).await;
             }
         }
     }
 
     /// Returns whether the code-health tables changed.
-    fn process(&mut self, batch: &[Event]) -> bool {
+    fn analyze(&mut self, batch: &[Event]) -> bool {
         let mut changed = false;
         let mut users = self.active_users.lock();
         for event in batch {
@@ -212,4 +267,35 @@ impl Worker {
             self.collector.hot_spots.with_label_values(&[p]).set(summary.hot_spots as i64);
         }
     }
+}
+
+/// The writer's task: live batches in order, the spool in between, until
+/// the worker hangs up; then makes the spool durable and reports done.
+async fn write_batches(
+    mut writer: Writer,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Row>>,
+    queue: Arc<ArrayQueue<Event>>,
+    done: std::sync::mpsc::Sender<()>,
+) {
+    // Whatever earlier runs left in the spool goes first.
+    writer.ensure_connected().await;
+    let backed_up = || queue.len() > queue.capacity() / 10 * 9;
+    loop {
+        match batches.try_recv() {
+            Ok(rows) => writer.write_live(rows, backed_up()).await,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                if writer.replay_some().await > 0 {
+                    continue;
+                }
+                match tokio::time::timeout(Duration::from_millis(50), batches.recv()).await {
+                    Ok(Some(rows)) => writer.write_live(rows, backed_up()).await,
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    writer.sync();
+    let _ = done.send(());
 }

@@ -1,0 +1,279 @@
+//! Durable storage of events behind one trait, [`Storage`]: SQLite (the
+//! embedded default), plain PostgreSQL, and PostgreSQL with TimescaleDB.
+//!
+//! Every backend stores the same raw tables and the same rollups (per
+//! minute, hour and day on SQLite and PostgreSQL, kept by the plugin's
+//! maintenance task; hourly and daily continuous aggregates on TimescaleDB),
+//! so every query the API runs has the same answer everywhere.
+
+pub mod latency;
+pub mod migrate;
+pub mod postgres;
+pub mod privacy;
+pub mod rollup;
+pub mod rows;
+pub mod sqlite;
+
+use std::{path::Path, sync::Arc};
+
+use serde::Deserialize;
+
+use rows::RowBatch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Timescaledb,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Timescaledb => "timescaledb",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimescaleMode {
+    /// Use TimescaleDB when the server has the extension.
+    #[default]
+    Auto,
+    /// Require it: start fails (degraded) without the extension.
+    On,
+    /// Plain PostgreSQL tables even where TimescaleDB is available.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InsertMethod {
+    /// The faster as measured (BENCHMARKS.md): UNNEST. COPY also breaks
+    /// the PGlite test server.
+    #[default]
+    Auto,
+    Copy,
+    Unnest,
+}
+
+/// `[plugins.analytics.config.storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` (relative paths are inside the plugin's data dir) or
+    /// `postgres://USER@HOST:PORT/DB` (`postgresql://` too). A password is
+    /// better given in the `PGPASSWORD` environment variable.
+    pub url: String,
+    /// `auto`, `on` or `off`.
+    pub timescaledb: TimescaleMode,
+    /// `auto`, `copy` or `unnest` (PostgreSQL only).
+    pub insert_method: InsertMethod,
+    /// Connections in the pool (at least 2 on PostgreSQL so API reads never
+    /// wait behind a write).
+    pub max_connections: u32,
+    /// A write not committed within this time counts as failed; its events
+    /// go to the spool.
+    pub write_timeout_ms: u64,
+    /// How often rollups and retention run (SQLite and PostgreSQL).
+    pub maintenance_interval_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://analytics.db".to_owned(),
+            timescaledb: TimescaleMode::Auto,
+            insert_method: InsertMethod::Auto,
+            max_connections: 4,
+            write_timeout_ms: 10_000,
+            maintenance_interval_secs: 60,
+        }
+    }
+}
+
+/// `[plugins.analytics.config.retention]`: how long each resolution is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub raw_days: u32,
+    pub minute_days: u32,
+    pub hourly_days: u32,
+    pub daily_days: u32,
+    /// TimescaleDB only: raw chunks older than this are compressed.
+    pub compress_after_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { raw_days: 7, minute_days: 7, hourly_days: 90, daily_days: 365, compress_after_days: 3 }
+    }
+}
+
+impl RetentionConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            ("raw_days", self.raw_days),
+            ("minute_days", self.minute_days),
+            ("hourly_days", self.hourly_days),
+            ("daily_days", self.daily_days),
+            ("compress_after_days", self.compress_after_days),
+        ];
+        if let Some((key, _)) = checks.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("retention.{key} = 0 (expected at least 1 day)"));
+        }
+        if self.minute_days > self.raw_days {
+            return Err(format!(
+                "retention.minute_days = {} is longer than retention.raw_days = {} (minute rollups are rebuilt from raw events)",
+                self.minute_days, self.raw_days
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the events go, parsed from `storage.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Target {
+    pub fn parse(url: &str, data_dir: &Path) -> Result<Self, String> {
+        let accepted = "expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE";
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(format!("invalid storage.url '{url}': empty path ({accepted})"));
+            }
+            let path = Path::new(path);
+            return Ok(Target::Sqlite(if path.is_absolute() {
+                path.to_owned()
+            } else {
+                data_dir.join(path)
+            }));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            if host.is_empty() || host.starts_with('/') {
+                return Err(format!("invalid storage.url '{}': no host ({accepted})", redact(url)));
+            }
+            return Ok(Target::Postgres(url.to_owned()));
+        }
+        Err(format!("invalid storage.url '{}': unknown scheme ({accepted})", redact(url)))
+    }
+}
+
+/// The URL without its password, for messages and health.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("write timed out after {0} ms")]
+    Timeout(u64),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StorageError::Unreachable(error.to_string()),
+            _ => StorageError::Database(error.to_string()),
+        }
+    }
+}
+
+/// What a maintenance run did.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct MaintenanceReport {
+    pub rollup_ranges: usize,
+    pub rows_deleted: u64,
+    /// False when another instance held the maintenance lock.
+    pub ran: bool,
+}
+
+/// One storage backend.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync {
+    /// The backend in use (known after [`Storage::prepare`] on PostgreSQL).
+    fn backend(&self) -> Backend;
+
+    /// Opens one connection directly (not through the pool, whose timeout
+    /// would hide why it failed) and closes it.
+    async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Connects, applies migrations and policies. Idempotent; safe for two
+    /// instances at once.
+    async fn prepare(&self) -> Result<(), StorageError>;
+
+    /// The highest seq stored for this instance and boot (0 if none).
+    async fn last_seq(&self, instance_id: &str, boot_id: i64) -> Result<i64, StorageError>;
+
+    /// Writes the rows and advances the instance's progress in one
+    /// transaction. Rows must have seqs above [`Storage::last_seq`].
+    async fn write(&self, instance_id: &str, batch: &RowBatch) -> Result<(), StorageError>;
+
+    /// Brings rollups up to date and enforces retention.
+    async fn maintain(&self, now_us: i64) -> Result<MaintenanceReport, StorageError>;
+
+    /// Closes every connection (shutdown; the TimescaleDB test server
+    /// accepts one connection at a time).
+    async fn close(&self);
+
+    /// Runs a read-only SQL statement and returns the first column of every
+    /// row as text (tests and tools).
+    async fn query_strings(&self, sql: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// Builds the backend for a URL without connecting yet: an unreachable
+/// database at start leaves the plugin loaded, spooling.
+pub fn open(
+    config: &StorageConfig,
+    retention: &RetentionConfig,
+    data_dir: &Path,
+) -> Result<Arc<dyn Storage>, String> {
+    match Target::parse(&config.url, data_dir)? {
+        Target::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStorage::new(&path, config, retention.clone())?)),
+        Target::Postgres(url) => Ok(Arc::new(postgres::PgStorage::new(&url, config, retention.clone())?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_parsed_or_refused_with_the_accepted_forms() {
+        let dir = Path::new("/data");
+        assert_eq!(Target::parse("sqlite://a.db", dir), Ok(Target::Sqlite("/data/a.db".into())));
+        assert_eq!(Target::parse("sqlite:///abs/a.db", dir), Ok(Target::Sqlite("/abs/a.db".into())));
+        assert!(matches!(Target::parse("postgres://u@127.0.0.1:5432/db", dir), Ok(Target::Postgres(_))));
+        assert_eq!(
+            Target::parse("mysql://u:secret@h/db", dir),
+            Err("invalid storage.url 'mysql://u:***@h/db': unknown scheme (expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE)".to_owned())
+        );
+        assert!(Target::parse("postgres://", dir).unwrap_err().contains("no host"));
+    }
+}

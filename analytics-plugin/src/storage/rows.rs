@@ -1,0 +1,187 @@
+//! Rows as stored: hook events with the event identity (instance, boot,
+//! sequence) and the privacy settings applied. The spool and every backend
+//! write exactly these.
+
+use crate::{
+    pipeline::events::Event,
+    storage::{latency, privacy::Privacy},
+};
+
+/// Identity of one event: unique per instance across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventId {
+    /// Start time of the plugin that received the event (Unix µs).
+    pub boot_id: i64,
+    /// Position in that boot's write order, from 1.
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRow {
+    pub time_us: i64,
+    pub project: String,
+    pub user_id: String,
+    pub query: Option<String>,
+    pub kind: &'static str,
+    pub cache: &'static str,
+    pub status: &'static str,
+    pub error_code: Option<String>,
+    pub latency_ms: f64,
+    pub latency_bucket: i16,
+    pub result_count: i32,
+    pub top_results: Vec<String>,
+    pub search_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexRow {
+    pub time_us: i64,
+    pub project: String,
+    pub path: String,
+    pub file_type: String,
+    pub bytes: i64,
+    pub duration_ms: f64,
+    pub outcome: &'static str,
+    pub error_code: Option<String>,
+    pub queue_depth: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenRow {
+    pub time_us: i64,
+    pub project: String,
+    pub user_id: String,
+    pub path: String,
+    pub rank: i32,
+    pub search_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRow {
+    pub time_us: i64,
+    pub project: String,
+    pub total_files: i64,
+    pub indexed_files: i64,
+    pub vector_store_bytes: i64,
+    pub embedding_cache_bytes: i64,
+    pub duplication_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowData {
+    Search(SearchRow),
+    Index(IndexRow),
+    Open(OpenRow),
+    Snapshot(SnapshotRow),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: EventId,
+    pub data: RowData,
+}
+
+impl Row {
+    pub fn time_us(&self) -> i64 {
+        match &self.data {
+            RowData::Search(r) => r.time_us,
+            RowData::Index(r) => r.time_us,
+            RowData::Open(r) => r.time_us,
+            RowData::Snapshot(r) => r.time_us,
+        }
+    }
+
+    pub fn from_event(id: EventId, event: &Event, privacy: &Privacy) -> Row {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let data = match event {
+            Event::Search(e) => RowData::Search(SearchRow {
+                time_us: e.timestamp_us,
+                project: e.project().to_owned(),
+                user_id: privacy.user(e.user()),
+                query: privacy.query(e.query()),
+                kind: e.kind.as_str(),
+                cache: e.cache.as_str(),
+                status: e.status.as_str(),
+                error_code: non_empty(e.error_code()),
+                latency_ms: e.latency_ns as f64 / 1e6,
+                latency_bucket: latency::bucket_of_ns(e.latency_ns),
+                result_count: e.result_count.min(i32::MAX as u64) as i32,
+                top_results: e.top_results().map(str::to_owned).collect(),
+                search_id: e.search_id().to_owned(),
+            }),
+            Event::Index(e) => RowData::Index(IndexRow {
+                time_us: e.timestamp_us,
+                project: e.project().to_owned(),
+                path: e.path().to_owned(),
+                file_type: e.file_type().to_owned(),
+                bytes: e.bytes.min(i64::MAX as u64) as i64,
+                duration_ms: e.duration_ns as f64 / 1e6,
+                outcome: e.outcome.as_str(),
+                error_code: non_empty(e.error_code()),
+                queue_depth: e.queue_depth.min(i64::MAX as u64) as i64,
+            }),
+            Event::Open(e) => RowData::Open(OpenRow {
+                time_us: e.timestamp_us,
+                project: e.project().to_owned(),
+                user_id: privacy.user(e.user()),
+                path: e.path().to_owned(),
+                rank: e.rank.min(i32::MAX as u32) as i32,
+                search_id: e.search_id().to_owned(),
+            }),
+            Event::Snapshot(e) => RowData::Snapshot(SnapshotRow {
+                time_us: e.timestamp_us,
+                project: e.project.clone(),
+                total_files: e.total_files.min(i64::MAX as u64) as i64,
+                indexed_files: e.indexed_files.min(i64::MAX as u64) as i64,
+                vector_store_bytes: e.vector_store_bytes.min(i64::MAX as u64) as i64,
+                embedding_cache_bytes: e.embedding_cache_bytes.min(i64::MAX as u64) as i64,
+                duplication_ratio: e.duplication_ratio,
+            }),
+        };
+        Row { id, data }
+    }
+}
+
+/// Rows of one write, split by table, with the identity range they cover.
+#[derive(Debug, Default, Clone)]
+pub struct RowBatch {
+    pub boot_id: i64,
+    pub searches: Vec<(EventId, SearchRow)>,
+    pub indexes: Vec<(EventId, IndexRow)>,
+    pub opens: Vec<(EventId, OpenRow)>,
+    pub snapshots: Vec<(EventId, SnapshotRow)>,
+    /// Highest seq in the batch.
+    pub last_seq: i64,
+    pub min_time_us: i64,
+    pub max_time_us: i64,
+}
+
+impl RowBatch {
+    /// Splits rows of one boot (callers group by boot first).
+    pub fn from_rows(boot_id: i64, rows: impl IntoIterator<Item = Row>) -> Self {
+        let mut batch =
+            RowBatch { boot_id, min_time_us: i64::MAX, max_time_us: i64::MIN, ..Default::default() };
+        for row in rows {
+            debug_assert_eq!(row.id.boot_id, boot_id);
+            batch.last_seq = batch.last_seq.max(row.id.seq);
+            let time = row.time_us();
+            batch.min_time_us = batch.min_time_us.min(time);
+            batch.max_time_us = batch.max_time_us.max(time);
+            match row.data {
+                RowData::Search(r) => batch.searches.push((row.id, r)),
+                RowData::Index(r) => batch.indexes.push((row.id, r)),
+                RowData::Open(r) => batch.opens.push((row.id, r)),
+                RowData::Snapshot(r) => batch.snapshots.push((row.id, r)),
+            }
+        }
+        batch
+    }
+
+    pub fn len(&self) -> usize {
+        self.searches.len() + self.indexes.len() + self.opens.len() + self.snapshots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,292 @@
+//! SQLite: the embedded default, one file under the plugin's data dir, in
+//! WAL mode so API reads never wait for the writer.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    AssertSqlSafe, Row as _, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{
+    Backend, MaintenanceReport, RetentionConfig, Storage, StorageConfig, StorageError, migrate,
+    rollup::{self, Dialect},
+    rows::RowBatch,
+};
+
+/// SQLite allows 32766 bound variables per statement; stay well under.
+const MAX_VARIABLES: usize = 30_000;
+
+pub struct SqliteStorage {
+    pool: SqlitePool,
+    retention: RetentionConfig,
+}
+
+const DIALECT: Dialect =
+    Dialect { bucket: |col, width| format!("({col} / {width}) * {width}"), params: ("?1", "?2") };
+
+impl SqliteStorage {
+    pub fn new(path: &Path, config: &StorageConfig, retention: RetentionConfig) -> Result<Self, String> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create folder for storage.url '{}': {e}", parent.display()))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| format!("invalid storage.url for sqlite: {e}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        Ok(Self { pool, retention })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Column lists of the raw tables, in bind order.
+const SEARCH_COLUMNS: &str = "time, instance_id, boot_id, seq, project, user_id, query, kind, cache, status, \
+                              error_code, latency_ms, latency_bucket, result_count, top_results, search_id";
+const INDEX_COLUMNS: &str = "time, instance_id, boot_id, seq, project, path, file_type, bytes, duration_ms, \
+                             outcome, error_code, queue_depth";
+const OPEN_COLUMNS: &str = "time, instance_id, boot_id, seq, project, user_id, path, rank, search_id";
+const SNAPSHOT_COLUMNS: &str = "time, instance_id, boot_id, seq, project, total_files, indexed_files, \
+                                vector_store_bytes, embedding_cache_bytes, duplication_ratio";
+
+fn insert_sql(table: &str, columns: &str, rows: usize) -> String {
+    let width = columns.split(',').count();
+    let row = format!("({})", vec!["?"; width].join(", "));
+    format!("INSERT INTO {table} ({columns}) VALUES {}", vec![row; rows].join(", "))
+}
+
+/// Inserts `items` in statements of as many rows as the variable limit
+/// allows; `bind` binds one item's columns.
+async fn insert_chunked<'a, T: 'a>(
+    tx: &mut sqlx::SqliteConnection,
+    table: &str,
+    columns: &str,
+    items: &'a [T],
+    bind: impl for<'q> Fn(
+        sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        &'a T,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> Result<(), sqlx::Error> {
+    let width = columns.split(',').count();
+    let per_statement = MAX_VARIABLES / width;
+    for chunk in items.chunks(per_statement) {
+        let mut query = sqlx::query(AssertSqlSafe(insert_sql(table, columns, chunk.len())));
+        for item in chunk {
+            query = bind(query, item);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Storage for SqliteStorage {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn prepare(&self) -> Result<(), StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+             checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for migration in migrate::SQLITE {
+            let applied: Option<String> =
+                sqlx::query_scalar("SELECT checksum FROM schema_migrations WHERE version = ?1")
+                    .bind(migration.version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            match applied {
+                Some(sum) if sum == migration.checksum() => continue,
+                Some(sum) => {
+                    return Err(StorageError::Migration(format!(
+                        "sqlite migration {} ({}) changed since it was applied (checksum {sum}, file {})",
+                        migration.version,
+                        migration.name,
+                        migration.checksum()
+                    )));
+                }
+                None => {}
+            }
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            for statement in migration.statements() {
+                sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut *tx).await.map_err(|e| {
+                    StorageError::Migration(format!(
+                        "sqlite migration {} ({}): {e}",
+                        migration.version, migration.name
+                    ))
+                })?;
+            }
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(migration.checksum())
+            .bind(crate::plugin::now_us())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn last_seq(&self, instance_id: &str, boot_id: i64) -> Result<i64, StorageError> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT last_seq FROM ingest_progress WHERE instance_id = ?1 AND boot_id = ?2",
+        )
+        .bind(instance_id)
+        .bind(boot_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(last.unwrap_or(0))
+    }
+
+    async fn write(&self, instance_id: &str, batch: &RowBatch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        insert_chunked(&mut tx, "search_events", SEARCH_COLUMNS, &batch.searches, |q, (id, r)| {
+            q.bind(r.time_us)
+                .bind(instance_id)
+                .bind(id.boot_id)
+                .bind(id.seq)
+                .bind(&r.project)
+                .bind(&r.user_id)
+                .bind(&r.query)
+                .bind(r.kind)
+                .bind(r.cache)
+                .bind(r.status)
+                .bind(&r.error_code)
+                .bind(r.latency_ms)
+                .bind(r.latency_bucket)
+                .bind(r.result_count)
+                .bind(serde_json::to_string(&r.top_results).unwrap_or_else(|_| "[]".to_owned()))
+                .bind(&r.search_id)
+        })
+        .await?;
+        insert_chunked(&mut tx, "index_events", INDEX_COLUMNS, &batch.indexes, |q, (id, r)| {
+            q.bind(r.time_us)
+                .bind(instance_id)
+                .bind(id.boot_id)
+                .bind(id.seq)
+                .bind(&r.project)
+                .bind(&r.path)
+                .bind(&r.file_type)
+                .bind(r.bytes)
+                .bind(r.duration_ms)
+                .bind(r.outcome)
+                .bind(&r.error_code)
+                .bind(r.queue_depth)
+        })
+        .await?;
+        insert_chunked(&mut tx, "open_events", OPEN_COLUMNS, &batch.opens, |q, (id, r)| {
+            q.bind(r.time_us)
+                .bind(instance_id)
+                .bind(id.boot_id)
+                .bind(id.seq)
+                .bind(&r.project)
+                .bind(&r.user_id)
+                .bind(&r.path)
+                .bind(r.rank)
+                .bind(&r.search_id)
+        })
+        .await?;
+        insert_chunked(&mut tx, "project_snapshots", SNAPSHOT_COLUMNS, &batch.snapshots, |q, (id, r)| {
+            q.bind(r.time_us)
+                .bind(instance_id)
+                .bind(id.boot_id)
+                .bind(id.seq)
+                .bind(&r.project)
+                .bind(r.total_files)
+                .bind(r.indexed_files)
+                .bind(r.vector_store_bytes)
+                .bind(r.embedding_cache_bytes)
+                .bind(r.duplication_ratio)
+        })
+        .await?;
+        sqlx::query(
+            "INSERT INTO ingest_progress (instance_id, boot_id, last_seq, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (instance_id, boot_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
+             updated_at = excluded.updated_at",
+        )
+        .bind(instance_id)
+        .bind(batch.boot_id)
+        .bind(batch.last_seq)
+        .bind(crate::plugin::now_us())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO rollup_dirty (from_time, to_time) VALUES (?1, ?2)")
+            .bind(batch.min_time_us)
+            .bind(batch.max_time_us)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn maintain(&self, now_us: i64) -> Result<MaintenanceReport, StorageError> {
+        let mut report = MaintenanceReport { ran: true, ..Default::default() };
+        let mut tx = self.pool.begin().await?;
+        let dirty: Vec<(i64, i64)> = sqlx::query_as("DELETE FROM rollup_dirty RETURNING from_time, to_time")
+            .fetch_all(&mut *tx)
+            .await?;
+        let (ranges, steps) = rollup::plan(
+            dirty,
+            now_us,
+            &self.retention,
+            &DIALECT,
+            &["search_events", "index_events", "open_events", "project_snapshots"],
+        );
+        report.rollup_ranges = ranges;
+        for step in steps {
+            let mut query = sqlx::query(AssertSqlSafe(step.sql));
+            for value in step.binds {
+                query = query.bind(value);
+            }
+            let affected = query.execute(&mut *tx).await?.rows_affected();
+            if step.retention {
+                report.rows_deleted += affected;
+            }
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn query_strings(&self, sql: &str) -> Result<Vec<String>, StorageError> {
+        let rows = sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                row.try_get::<String, _>(0)
+                    .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
+                    .or_else(|_| row.try_get::<i32, _>(0).map(|v| v.to_string()))
+                    .or_else(|_| row.try_get::<i16, _>(0).map(|v| v.to_string()))
+                    .or_else(|_| row.try_get::<f64, _>(0).map(|v| v.to_string()))
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+}
