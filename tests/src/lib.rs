@@ -8,7 +8,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -39,6 +38,13 @@ pub fn artifact(name: &str) -> PathBuf {
 pub struct Scratch(PathBuf);
 
 impl Scratch {
+    /// A placeholder that owns nothing.
+    fn detached() -> Self {
+        Self(PathBuf::new())
+    }
+}
+
+impl Scratch {
     pub fn new(label: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -57,7 +63,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -71,6 +79,7 @@ pub fn write_files(root: &Path, files: &[(&str, &[u8])]) {
 }
 
 /// How to start a host.
+#[derive(Default)]
 pub struct HostSpec {
     /// Library files copied into the plugins folder.
     pub libraries: Vec<PathBuf>,
@@ -80,6 +89,8 @@ pub struct HostSpec {
     pub plugins: Vec<(String, bool, String)>,
     /// `[[projects]]`: name and path.
     pub projects: Vec<(String, PathBuf)>,
+    /// `[server] instance_id`, to keep an identity across restarts.
+    pub instance_id: Option<String>,
 }
 
 pub struct Host {
@@ -87,12 +98,19 @@ pub struct Host {
     pub base_url: String,
     pub dir: Scratch,
     log_path: PathBuf,
+    /// Where this process's lines start in the (shared, appended) log.
+    log_start: u64,
     agent: ureq::Agent,
 }
 
 impl Host {
     pub fn start(spec: HostSpec) -> Host {
-        let dir = Scratch::new("host");
+        Self::start_in(Scratch::new("host"), spec)
+    }
+
+    /// Starts a host in `dir`, keeping what an earlier host left there (its
+    /// data dir: spool, SQLite file).
+    pub fn start_in(dir: Scratch, spec: HostSpec) -> Host {
         let plugins = dir.path().join("plugins");
         fs::create_dir_all(&plugins).unwrap();
         for library in &spec.libraries {
@@ -102,8 +120,12 @@ impl Host {
             fs::write(plugins.join(name), content).unwrap();
         }
         let mut config = String::from(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nsnapshot_interval_secs = 1\n\n[plugins]\ndir = \"plugins\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nsnapshot_interval_secs = 1\n",
         );
+        if let Some(id) = &spec.instance_id {
+            config.push_str(&format!("instance_id = \"{id}\"\n"));
+        }
+        config.push_str("\n[plugins]\ndir = \"plugins\"\n");
         for (name, enabled, table) in &spec.plugins {
             config.push_str(&format!("\n[plugins.{name}]\nenabled = {enabled}\n"));
             if !table.is_empty() {
@@ -116,7 +138,9 @@ impl Host {
         let config_path = dir.path().join("host.toml");
         fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("host.log");
-        let log = fs::File::create(&log_path).unwrap();
+        // Appends, so a restarted host's log follows the first one's.
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let child = Command::new(artifact("context-host"))
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -128,9 +152,25 @@ impl Host {
             .spawn()
             .expect("context-host starts");
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut host = Host { child: Some(child), base_url: String::new(), dir, log_path, agent };
+        let mut host = Host { child: Some(child), base_url: String::new(), dir, log_path, log_start, agent };
         host.base_url = host.wait_for_address();
         host
+    }
+
+    /// Ends the host with SIGKILL: no shutdown, no flush.
+    pub fn kill9(mut self) -> Scratch {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let dir = std::mem::replace(&mut self.dir, Scratch::detached());
+        dir
+    }
+
+    /// Stops the host with SIGTERM and keeps its folder for a restart.
+    pub fn stop_keep(mut self) -> Scratch {
+        let status = self.stop();
+        assert!(status.success(), "exit status {status}:\n{}", self.log());
+        std::mem::replace(&mut self.dir, Scratch::detached())
     }
 
     fn wait_for_address(&mut self) -> String {
@@ -148,18 +188,15 @@ impl Host {
         panic!("context-host did not listen within 30 s:\n{}", self.log());
     }
 
-    /// Everything the host logged so far.
+    /// Everything this host process logged so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
+        let all = fs::read(&self.log_path).unwrap_or_default();
+        String::from_utf8_lossy(&all[(self.log_start as usize).min(all.len())..]).into_owned()
     }
 
-    /// Log lines containing `needle`.
+    /// Log lines of this host process containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        BufReader::new(fs::File::open(&self.log_path).unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .filter(|l| l.contains(needle))
-            .collect()
+        self.log().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
     }
 
     pub fn get(&self, path_and_query: &str, user: &str) -> (u16, String) {
@@ -286,5 +323,78 @@ impl Metrics {
             })
             .map(|(_, v)| v)
             .sum()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real PostgreSQL 15 server of the test's own (`scripts/db/postgres.sh`),
+/// which the test may stop and start again.
+pub struct Postgres {
+    dir: Scratch,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = Scratch::new("pg");
+        let port = free_port();
+        let mut pg = Postgres { dir, port, url: String::new() };
+        pg.url = pg.run("start");
+        pg
+    }
+
+    fn run(&self, action: &str) -> String {
+        let script = workspace_root().join("scripts/db/postgres.sh");
+        let mut command = Command::new(&script);
+        command.arg(action).arg(self.dir.path().join("data"));
+        if action == "start" {
+            command.arg(self.port.to_string());
+        }
+        let out = command.output().expect("scripts/db/postgres.sh runs");
+        assert!(
+            out.status.success(),
+            "postgres.sh {action} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim().to_owned()
+    }
+
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    pub fn restart(&self) {
+        self.run("start");
+    }
+
+    /// Runs one statement with psql and returns its output, trimmed.
+    pub fn psql(&self, sql: &str) -> String {
+        self.try_psql(sql).unwrap_or_else(|e| panic!("psql failed on `{sql}`: {e}"))
+    }
+
+    /// Like [`Postgres::psql`], for polling: an error is a value.
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new("psql")
+            .arg(&self.url)
+            .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
+            .output()
+            .map_err(|e| format!("psql does not run: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let script = workspace_root().join("scripts/db/postgres.sh");
+        let _ = Command::new(script).arg("stop").arg(self.dir.path().join("data")).output();
     }
 }
