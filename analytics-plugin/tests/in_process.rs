@@ -212,3 +212,53 @@ fn bad_config_is_a_config_error_naming_the_key() {
     assert_eq!(error.kind, plugin_api::ErrorKind::Config);
     assert!(error.message.contains("unknown field `max_projcts`"), "{}", error.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_settings_hash_users_and_drop_queries_before_storage() {
+    // SAFETY: set before any thread of this test reads it; no other test
+    // uses this variable.
+    unsafe { std::env::set_var("CONTEXT_TEST_PRIVACY_SECRET", "a secret of more than sixteen bytes") };
+    let config = format!(
+        "{}\n[privacy]\nuser_ids = \"hashed\"\nqueries = \"none\"\nhash_secret_env = \"CONTEXT_TEST_PRIVACY_SECRET\"",
+        storage()
+    );
+    let plugin = AnalyticsPlugin::new(host(), &config).unwrap();
+    let top = [RStr::from("src/a.rs")];
+    plugin.on_search_executed(&search("alpha", "alice", CacheOutcome::Miss, SearchStatus::Ok, 1, &top));
+    plugin.on_search_executed(&search("alpha", "alice", CacheOutcome::L1, SearchStatus::Ok, 1, &top));
+    plugin.on_search_executed(&search("alpha", "bob", CacheOutcome::Miss, SearchStatus::Ok, 1, &top));
+    plugin.shutdown().unwrap();
+    let store = &plugin.shared().storage;
+    let users = store.query_strings("SELECT user_id FROM search_events ORDER BY seq").await.unwrap();
+    assert_eq!(users.len(), 3);
+    assert!(users.iter().all(|u| u.len() == 64 && u.chars().all(|c| c.is_ascii_hexdigit())), "{users:?}");
+    assert_eq!(users[0], users[1], "the same user hashes the same");
+    assert_ne!(users[0], users[2]);
+    let queries =
+        store.query_strings("SELECT count(*) FROM search_events WHERE query IS NULL").await.unwrap();
+    assert_eq!(queries, ["3"], "no query text is stored");
+    let raw = store
+        .query_strings("SELECT count(*) FROM search_events WHERE user_id IN ('alice', 'bob')")
+        .await
+        .unwrap();
+    assert_eq!(raw, ["0"]);
+}
+
+#[test]
+fn hashing_without_a_secret_is_a_config_error_naming_the_variable() {
+    let Err(error) = AnalyticsPlugin::new(
+        host(),
+        &format!(
+            "{}\n[privacy]\nqueries = \"hashed\"\nhash_secret_env = \"CONTEXT_TEST_UNSET_SECRET\"",
+            storage()
+        ),
+    ) else {
+        panic!("hashing without a secret was accepted");
+    };
+    assert_eq!(error.kind, plugin_api::ErrorKind::Config);
+    assert!(
+        error.message.contains("environment variable 'CONTEXT_TEST_UNSET_SECRET' (privacy.hash_secret_env)"),
+        "{}",
+        error.message
+    );
+}

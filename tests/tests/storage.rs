@@ -217,3 +217,33 @@ fn a_corrupt_spool_segment_is_reported_and_skipped() {
         pg.try_psql("SELECT count(*) FROM search_events WHERE user_id = 'fresh'").as_deref() == Ok("3")
     });
 }
+
+#[test]
+fn two_hosts_write_to_one_postgres_at_once() {
+    let pg = Postgres::start();
+    let scratch = Scratch::new("twohosts");
+    let root = project(&scratch);
+    let storage = format!("url = \"{}\"\ntimescaledb = \"off\"", pg.url);
+    let mut a = spec(&root, &storage);
+    a.instance_id = Some("host-a".into());
+    let mut b = spec(&root, &storage);
+    b.instance_id = Some("host-b".into());
+    let (a, b) = (Host::start(a), Host::start(b));
+    a.wait_indexed(1);
+    b.wait_indexed(1);
+    std::thread::scope(|s| {
+        s.spawn(|| searches(&a, 25, "user-a"));
+        s.spawn(|| searches(&b, 25, "user-b"));
+    });
+    a.wait_until("both hosts' searches stored", || count_searches(&pg) >= 50);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        pg.psql("SELECT string_agg(instance_id || '=' || n, ',' ORDER BY instance_id) FROM (SELECT instance_id, count(*) AS n FROM search_events GROUP BY 1) t"),
+        "host-a=25,host-b=25"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM search_events WHERE user_id = 'user-a' AND instance_id <> 'host-a'"),
+        "0"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM schema_migrations"), "2", "migrated once");
+}
