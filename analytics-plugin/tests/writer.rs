@@ -84,6 +84,7 @@ async fn replay_skips_rows_committed_before_a_crash() {
         std::time::Duration::from_secs(5),
         64,
     );
+    assert!(writer.wait_connected(std::time::Duration::from_secs(5)).await);
     while writer.replay_some().await > 0 {}
     assert!(writer.spool_is_empty());
     let stored = store

@@ -278,7 +278,7 @@ async fn write_batches(
     done: std::sync::mpsc::Sender<()>,
 ) {
     // Whatever earlier runs left in the spool goes first.
-    writer.ensure_connected().await;
+    writer.wait_connected(Duration::from_secs(3)).await;
     let backed_up = || queue.len() > queue.capacity() / 10 * 9;
     loop {
         match batches.try_recv() {

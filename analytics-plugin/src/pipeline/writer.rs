@@ -75,6 +75,8 @@ pub struct Writer {
     connected: bool,
     retry_at: Instant,
     backoff: Duration,
+    /// A connection attempt running in the background.
+    probe: Option<tokio::sync::oneshot::Receiver<Result<(), StorageError>>>,
     /// Highest stored seq per (instance, boot), as far as this writer knows.
     progress: HashMap<(String, i64), i64>,
 }
@@ -104,6 +106,7 @@ impl Writer {
             connected: false,
             retry_at: Instant::now(),
             backoff: Duration::from_millis(500),
+            probe: None,
             progress: HashMap::new(),
         };
         writer.report_spool_problems();
@@ -119,38 +122,75 @@ impl Writer {
         self.connected
     }
 
-    /// Connects (and migrates) when due; returns whether storage is usable.
+    /// Whether storage is usable. When it is not and a retry is due, starts
+    /// a probe (connect, and migrate the first time) in the background and
+    /// answers false at once: the writer never waits on an absent database.
     pub async fn ensure_connected(&mut self) -> bool {
         if self.connected {
             return true;
         }
-        if Instant::now() < self.retry_at {
-            return false;
-        }
-        let result = match self.storage.ping().await {
-            Ok(()) if !self.prepared => self.storage.prepare().await,
-            other => other,
-        };
-        match result {
-            Ok(()) => {
-                if !self.prepared {
-                    self.logger.info(&format!("storage ready: {}", self.storage.backend().as_str()));
+        if let Some(probe) = &mut self.probe {
+            match probe.try_recv() {
+                Ok(Ok(())) => {
+                    self.probe = None;
+                    self.mark_connected();
+                    return true;
                 }
-                self.prepared = true;
-                self.connected = true;
-                self.backoff = Duration::from_millis(500);
-                let mut health = self.health.lock();
-                health.connected = true;
-                health.backend = self.storage.backend().as_str();
-                drop(health);
-                self.collector.storage_up.set(1);
-                true
-            }
-            Err(error) => {
-                self.fail(&error);
-                false
+                Ok(Err(error)) => {
+                    self.probe = None;
+                    self.fail(&error);
+                    return false;
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return false,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => self.probe = None,
             }
         }
+        if Instant::now() >= self.retry_at {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let storage = self.storage.clone();
+            let prepared = self.prepared;
+            tokio::spawn(async move {
+                let result = async {
+                    storage.ping().await?;
+                    if !prepared {
+                        storage.prepare().await?;
+                    }
+                    Ok(())
+                }
+                .await;
+                let _ = tx.send(result);
+            });
+            self.probe = Some(rx);
+        }
+        false
+    }
+
+    /// Waits up to `limit` for storage (start-up: events then go straight to
+    /// the database instead of through the spool).
+    pub async fn wait_connected(&mut self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut connected = self.ensure_connected().await;
+        // Wait only while an attempt is running: a refused connection
+        // answers at once, a slow one is given up on at `limit`.
+        while !connected && self.probe.is_some() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            connected = self.ensure_connected().await;
+        }
+        connected
+    }
+
+    fn mark_connected(&mut self) {
+        if !self.prepared {
+            self.logger.info(&format!("storage ready: {}", self.storage.backend().as_str()));
+        }
+        self.prepared = true;
+        self.connected = true;
+        self.backoff = Duration::from_millis(500);
+        let mut health = self.health.lock();
+        health.connected = true;
+        health.backend = self.storage.backend().as_str();
+        drop(health);
+        self.collector.storage_up.set(1);
     }
 
     fn fail(&mut self, error: &StorageError) {

@@ -232,12 +232,23 @@ impl Storage for PgStorage {
 
     async fn ping(&self) -> Result<(), StorageError> {
         use sqlx::Connection as _;
-        let connect = sqlx::PgConnection::connect_with(&self.options);
-        let conn = tokio::time::timeout(Duration::from_secs(5), connect)
-            .await
-            .map_err(|_| StorageError::Unreachable("no answer within 5 s".into()))??;
-        let _ = conn.close().await;
-        Ok(())
+        match self.pool.acquire().await {
+            Ok(_) => Ok(()),
+            Err(pool_error) => {
+                // The pool only says it timed out: ask directly why. (Only
+                // here: a second connection next to the pool's would be
+                // refused by a server that takes one, like the test server.)
+                let connect = sqlx::PgConnection::connect_with(&self.options);
+                match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                    Ok(Err(error)) => Err(error.into()),
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                        Err(pool_error.into())
+                    }
+                    Err(_) => Err(StorageError::Unreachable("no answer within 5 s".into())),
+                }
+            }
+        }
     }
 
     async fn prepare(&self) -> Result<(), StorageError> {
@@ -355,6 +366,20 @@ impl Storage for PgStorage {
         Ok(report)
     }
 
+    async fn query(&self, sql: &str, binds: &[super::Value]) -> Result<Vec<Vec<super::Value>>, StorageError> {
+        let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+        for bind in binds {
+            query = match bind {
+                super::Value::Null => query.bind(None::<String>),
+                super::Value::Int(v) => query.bind(*v),
+                super::Value::Float(v) => query.bind(*v),
+                super::Value::Text(v) => query.bind(v.clone()),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(super::decode_row).collect())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -421,18 +446,8 @@ fn copy_array(out: &mut String, items: &[String]) {
 pub fn timestamp_literal(out: &mut String, time_us: i64) {
     let secs = time_us.div_euclid(1_000_000);
     let micros = time_us.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
+    let (year, month, day) = crate::time::civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     let _ = write!(
         out,
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{micros:06}+00",
