@@ -11,6 +11,7 @@ pub mod config;
 pub mod pipeline;
 pub mod plugin;
 pub mod storage;
+pub mod time;
 
 pub use plugin::AnalyticsPlugin;
 

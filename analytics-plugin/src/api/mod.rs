@@ -2,18 +2,22 @@
 //! through the boundary ([`bridge`]). Tests call [`router`] directly.
 
 pub mod bridge;
+pub mod datasets;
+pub mod error;
+pub mod params;
+pub mod routes;
+pub mod sql;
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
     routing::get,
 };
 use plugin_api::RouteSpec;
-use serde_json::json;
 
 use crate::plugin::Shared;
 
@@ -25,17 +29,24 @@ pub const HEALTH_PATH: &str = "/api/v1/analytics/health";
 /// host's route label is the route itself, plus the API prefix so unknown
 /// analytics paths get this API's JSON 404.
 pub fn route_specs() -> Vec<RouteSpec> {
-    vec![
-        RouteSpec::new(METRICS_PATH, &["GET"]),
-        RouteSpec::new(HEALTH_PATH, &["GET"]),
-        RouteSpec::new(API_PREFIX, &[]),
-    ]
+    let mut specs = vec![RouteSpec::new(METRICS_PATH, &["GET"]), RouteSpec::new(HEALTH_PATH, &["GET"])];
+    for name in routes::DATASETS {
+        specs.push(RouteSpec::new(&format!("{API_PREFIX}/{name}"), &["GET"]));
+    }
+    specs.push(RouteSpec::new(API_PREFIX, &[]));
+    specs
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(METRICS_PATH, get(metrics))
         .route(HEALTH_PATH, get(health))
+        .route("/api/v1/analytics/search-performance", get(routes::search_performance))
+        .route("/api/v1/analytics/cache-performance", get(routes::cache_performance))
+        .route("/api/v1/analytics/index-performance", get(routes::index_performance))
+        .route("/api/v1/analytics/usage", get(routes::usage))
+        .route("/api/v1/analytics/top-queries", get(routes::top_queries))
+        .route("/api/v1/analytics/code-health", get(routes::code_health))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -51,10 +62,5 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    let body = json!({"error": {
-        "code": "not_found",
-        "message": format!("no analytics route '{}'", uri.path()),
-        "parameter": null,
-    }});
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+    error::ApiError::not_found(format!("no analytics route '{}'", params::clip(uri.path()))).into_response()
 }

@@ -205,6 +205,40 @@ impl From<sqlx::Error> for StorageError {
     }
 }
 
+/// A value bound to, or read from, an analytics query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Value {
+    pub fn as_i64(&self) -> i64 {
+        match self {
+            Value::Int(v) => *v,
+            Value::Float(v) => *v as i64,
+            Value::Text(t) => t.parse().unwrap_or(0),
+            Value::Null => 0,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(v) => Some(*v as f64),
+            Value::Float(v) => Some(*v),
+            Value::Text(t) => t.parse().ok(),
+            Value::Null => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 /// What a maintenance run did.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct MaintenanceReport {
@@ -220,8 +254,7 @@ pub trait Storage: Send + Sync {
     /// The backend in use (known after [`Storage::prepare`] on PostgreSQL).
     fn backend(&self) -> Backend;
 
-    /// Opens one connection directly (not through the pool, whose timeout
-    /// would hide why it failed) and closes it.
+    /// Checks that a connection can be had, saying why not when it cannot.
     async fn ping(&self) -> Result<(), StorageError>;
 
     /// Connects, applies migrations and policies. Idempotent; safe for two
@@ -238,6 +271,10 @@ pub trait Storage: Send + Sync {
     /// Brings rollups up to date and enforces retention.
     async fn maintain(&self, now_us: i64) -> Result<MaintenanceReport, StorageError>;
 
+    /// Runs a parameterized read query (the API's); every bind is a
+    /// parameter, never spliced into the text.
+    async fn query(&self, sql: &str, binds: &[Value]) -> Result<Vec<Vec<Value>>, StorageError>;
+
     /// Closes every connection (shutdown; the TimescaleDB test server
     /// accepts one connection at a time).
     async fn close(&self);
@@ -245,6 +282,42 @@ pub trait Storage: Send + Sync {
     /// Runs a read-only SQL statement and returns the first column of every
     /// row as text (tests and tools).
     async fn query_strings(&self, sql: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// Reads every column of a row as a [`Value`], by what it decodes to.
+fn decode_row<R: sqlx::Row>(row: &R) -> Vec<Value>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    (0..row.len())
+        .map(|i| {
+            if let Ok(Some(v)) = row.try_get::<Option<i64>, _>(i) {
+                return Value::Int(v);
+            }
+            if let Ok(Some(v)) = row.try_get::<Option<i32>, _>(i) {
+                return Value::Int(i64::from(v));
+            }
+            if let Ok(Some(v)) = row.try_get::<Option<i16>, _>(i) {
+                return Value::Int(i64::from(v));
+            }
+            if let Ok(Some(v)) = row.try_get::<Option<f64>, _>(i) {
+                return Value::Float(v);
+            }
+            if let Ok(Some(v)) = row.try_get::<Option<String>, _>(i) {
+                return Value::Text(v);
+            }
+            if let Ok(Some(v)) = row.try_get::<Option<bool>, _>(i) {
+                return Value::Int(i64::from(v));
+            }
+            Value::Null
+        })
+        .collect()
 }
 
 /// Builds the backend for a URL without connecting yet: an unreachable

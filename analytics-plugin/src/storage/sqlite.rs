@@ -271,6 +271,20 @@ impl Storage for SqliteStorage {
         Ok(report)
     }
 
+    async fn query(&self, sql: &str, binds: &[super::Value]) -> Result<Vec<Vec<super::Value>>, StorageError> {
+        let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+        for bind in binds {
+            query = match bind {
+                super::Value::Null => query.bind(None::<String>),
+                super::Value::Int(v) => query.bind(*v),
+                super::Value::Float(v) => query.bind(*v),
+                super::Value::Text(v) => query.bind(v.clone()),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(super::decode_row).collect())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -1,0 +1,123 @@
+//! Handlers of the analytics routes: parse and check parameters, make sure
+//! storage is up, compute the dataset, answer JSON.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    datasets::{self, Ctx, Dataset},
+    error::ApiError,
+    params::{AGGREGATIONS, Params},
+    sql::Sql,
+};
+use crate::plugin::{Shared, now_us};
+
+pub const RANGE_PARAMS: [&str; 5] = ["timerange", "from", "to", "step", "project"];
+
+/// The dataset names `export` accepts besides raw events.
+pub const DATASETS: [&str; 6] =
+    ["search-performance", "cache-performance", "index-performance", "usage", "top-queries", "code-health"];
+
+fn with_range(extra: &[&'static str]) -> Vec<&'static str> {
+    RANGE_PARAMS.iter().chain(extra).copied().collect()
+}
+
+pub fn ctx<'a>(shared: &'a Shared, params: &Params) -> Result<Ctx<'a>, ApiError> {
+    let range = params.range(now_us())?;
+    let project = params.project()?;
+    let health = shared.pipeline.storage_health.lock();
+    if !health.connected {
+        return Err(ApiError::unavailable(format!(
+            "analytics database unreachable: {}",
+            health.last_error.as_deref().unwrap_or("not connected yet")
+        )));
+    }
+    drop(health);
+    Ok(Ctx { store: &*shared.storage, sql: Sql::new(shared.storage.backend()), range, project })
+}
+
+/// Computes a dataset by name from already-parsed parameters (shared with
+/// `export`).
+pub async fn dataset(shared: &Shared, name: &str, params: &Params) -> Result<Dataset, ApiError> {
+    let ctx = ctx(shared, params)?;
+    let result = match name {
+        "search-performance" => {
+            let aggregation = params.choice("aggregation", &AGGREGATIONS, "avg")?;
+            datasets::search_performance(&ctx, aggregation).await
+        }
+        "cache-performance" => datasets::cache_performance(&ctx).await,
+        "index-performance" => datasets::index_performance(&ctx).await,
+        "usage" => datasets::usage(&ctx, params.integer("limit", 1, 1000, 20)?).await,
+        "top-queries" => {
+            datasets::top_queries(
+                &ctx,
+                params.integer("limit", 1, 1000, 20)?,
+                params.boolean("zero_results")?,
+            )
+            .await
+        }
+        "code-health" => {
+            let factor = params.number("hot_spot_factor", 1.0, 1000.0, shared.config.hot_spot_factor)?;
+            datasets::code_health(
+                &ctx,
+                factor,
+                params.integer("page", 1, 1_000_000, 1)?,
+                params.integer("page_size", 1, 1000, 100)?,
+            )
+            .await
+        }
+        _ => return Err(ApiError::not_found(format!("no dataset '{name}'"))),
+    };
+    result.inspect_err(|e| {
+        if e.status.is_server_error() {
+            shared.logger.error(&format!("dataset '{name}' failed: {}", e.message));
+        }
+    })
+}
+
+/// Parameters each dataset route accepts.
+pub fn allowed(name: &str) -> Vec<&'static str> {
+    match name {
+        "search-performance" => with_range(&["aggregation"]),
+        "usage" => with_range(&["limit"]),
+        "top-queries" => with_range(&["limit", "zero_results"]),
+        "code-health" => with_range(&["hot_spot_factor", "page", "page_size"]),
+        _ => with_range(&[]),
+    }
+}
+
+async fn answer(shared: Arc<Shared>, name: &'static str, query: Option<String>) -> Response {
+    let result = async {
+        let params = Params::parse(query.as_deref(), &allowed(name))?;
+        dataset(&shared, name, &params).await
+    }
+    .await;
+    match result {
+        Ok(dataset) => Json(dataset.document).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+pub async fn search_performance(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    answer(s, "search-performance", q).await
+}
+pub async fn cache_performance(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    answer(s, "cache-performance", q).await
+}
+pub async fn index_performance(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    answer(s, "index-performance", q).await
+}
+pub async fn usage(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    answer(s, "usage", q).await
+}
+pub async fn top_queries(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    answer(s, "top-queries", q).await
+}
+pub async fn code_health(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    answer(s, "code-health", q).await
+}
