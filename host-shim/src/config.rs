@@ -13,6 +13,15 @@
 //! [plugins.analytics.config]      # handed to the plugin as TOML text
 //! max_projects = 50
 //!
+//! [index]                        # optional; these are the defaults
+//! max_file_bytes = 1048576        # larger files are skipped with `too_large`
+//! workers = 1                     # indexer threads
+//!
+//! [search]                        # optional; these are the defaults
+//! l1_entries = 256                # per project and query kind: exact queries
+//! l2_entries = 4096               # per project and query kind: normalized queries
+//! l3_bytes = 33554432             # per project: per-term posting lists
+//!
 //! [[projects]]
 //! name = "demo"
 //! path = "examples/demo-project"
@@ -31,6 +40,8 @@ use serde::Deserialize;
 pub struct HostConfig {
     pub server: ServerConfig,
     pub plugins: PluginsConfig,
+    pub index: IndexConfig,
+    pub search: SearchConfig,
     pub projects: Vec<ProjectConfig>,
 }
 
@@ -51,6 +62,42 @@ pub struct ServerConfig {
     /// A search running longer than this ends with status `timeout`.
     #[serde(default = "default_search_timeout_ms")]
     pub search_timeout_ms: u64,
+}
+
+/// `[index]`: how files become searchable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// Files larger than this are skipped with `too_large` (never read).
+    pub max_file_bytes: u64,
+    /// Indexer threads working through the index queue.
+    pub workers: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self { max_file_bytes: 1024 * 1024, workers: 1 }
+    }
+}
+
+/// `[search]`: sizes of the three cache layers. L1 and L2 hold whole
+/// answers and are exact only for the index they were computed on; L3 holds
+/// per-term posting lists that are repaired after files change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// L1: answers by exact query text, per project and query kind (LRU).
+    pub l1_entries: usize,
+    /// L2: answers by normalized query, per project and query kind (LRU).
+    pub l2_entries: usize,
+    /// L3: bytes of per-term posting lists kept per project (LRU).
+    pub l3_bytes: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { l1_entries: 256, l2_entries: 4096, l3_bytes: 32 * 1024 * 1024 }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -92,6 +139,10 @@ struct RawConfig {
     #[serde(default)]
     plugins: Option<toml::Table>,
     #[serde(default)]
+    index: IndexConfig,
+    #[serde(default)]
+    search: SearchConfig,
+    #[serde(default)]
     projects: Vec<ProjectConfig>,
 }
 
@@ -120,7 +171,10 @@ impl HostConfig {
             }
             project.path = base.join(&project.path);
         }
-        Ok(Self { server, plugins, projects })
+        if raw.index.workers == 0 {
+            bail!("index.workers must be at least 1");
+        }
+        Ok(Self { server, plugins, index: raw.index, search: raw.search, projects })
     }
 
     pub fn instance_id(&self) -> String {

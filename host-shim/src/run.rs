@@ -4,11 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::sync::mpsc;
 
 use crate::{
     config::HostConfig,
-    engine::Engine,
+    engine::{Engine, EngineConfig},
     plugins::{HostIdentity, PluginSet},
     server::{AppState, app},
 };
@@ -28,27 +27,23 @@ pub fn serve(config: HostConfig) -> anyhow::Result<()> {
         &config.projects,
         plugins.clone(),
         instance_id,
-        Duration::from_millis(config.server.search_timeout_ms),
+        EngineConfig::from_host(&config),
     ));
 
-    // The indexer thread: every project once at start, then reindex requests.
-    let (reindex_tx, mut reindex_rx) = mpsc::unbounded_channel::<String>();
-    for name in engine.project_names() {
-        let _ = reindex_tx.send(name);
-    }
-    let indexer = {
+    // Indexer threads: every project once at start, then reindex requests.
+    let mut indexers = Vec::new();
+    for i in 0..config.index.workers {
         let engine = engine.clone();
-        std::thread::Builder::new().name("indexer".into()).spawn(move || {
-            while let Some(name) = reindex_rx.blocking_recv() {
-                if let Some(files) = engine.index_project(&name) {
-                    tracing::info!("indexed project '{name}': {files} files");
-                }
-            }
-        })?
-    };
+        indexers.push(
+            std::thread::Builder::new().name(format!("indexer-{i}")).spawn(move || engine.run_indexer())?,
+        );
+    }
+    for name in engine.project_names() {
+        engine.request_reindex(&name);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let state = AppState { engine: engine.clone(), plugins: plugins.clone(), reindex: reindex_tx };
+    let state = AppState { engine: engine.clone(), plugins: plugins.clone() };
     let snapshot_every = Duration::from_secs(config.server.snapshot_interval_secs.max(1));
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -78,9 +73,12 @@ pub fn serve(config: HostConfig) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     // Hooks must not run during or after plugin shutdown: the server has
-    // stopped; stop the indexer (its channel closes with the app state).
+    // stopped; stop the indexer threads (a file in progress is finished).
     drop(runtime);
-    let _ = indexer.join();
+    engine.stop_indexer();
+    for indexer in indexers {
+        let _ = indexer.join();
+    }
     plugins.shutdown();
     drop(engine);
     match Arc::try_unwrap(plugins) {

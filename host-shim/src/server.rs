@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    engine::{Engine, SearchError},
+    engine::{Engine, Requested, SearchError},
     plugins::SharedPlugins,
 };
 
@@ -45,7 +45,6 @@ const STREAM_BUFFER_CHUNKS: usize = 8;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub plugins: SharedPlugins,
-    pub reindex: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// The route template a response was produced by, for after-request
@@ -56,6 +55,8 @@ struct RouteTemplate(Arc<str>);
 pub fn app(state: AppState) -> Router {
     let host_routes = Router::new()
         .route("/api/v1/search", get(search))
+        .route("/api/v1/projects", get(projects))
+        .route("/api/v1/projects/{name}/terms", get(terms))
         .route("/api/v1/projects/{name}/reindex", post(reindex))
         .route("/api/v1/files/open", post(open_file))
         .route("/healthz", get(healthz))
@@ -113,10 +114,17 @@ async fn search(
             );
         }
     };
+    let started = Instant::now();
     let user = user_of(&headers);
     let query = params.q.unwrap_or_default();
-    let engine = state.engine.clone();
-    let result = tokio::task::spawn_blocking(move || engine.search(&project, &user, &query, kind)).await;
+    // L1/L2 answers are cheap: only the rest goes to a blocking thread.
+    let result = match state.engine.search_cached(&project, &user, &query, kind, started) {
+        Some(answered) => Ok(answered),
+        None => {
+            let engine = state.engine.clone();
+            tokio::task::spawn_blocking(move || engine.search(&project, &user, &query, kind, started)).await
+        }
+    };
     match result {
         Ok(Ok(outcome)) => Json(outcome).into_response(),
         Ok(Err(SearchError::UnknownProject(p))) => {
@@ -140,13 +148,43 @@ async fn search(
 }
 
 async fn reindex(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if !state.engine.has_project(&name) {
-        return error(StatusCode::NOT_FOUND, "unknown_project", format!("unknown project '{name}'"));
+    match state.engine.request_reindex(&name) {
+        None => error(StatusCode::NOT_FOUND, "unknown_project", format!("unknown project '{name}'")),
+        Some(Requested::Closed) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "stopping", "the indexer is stopping")
+        }
+        Some(requested) => {
+            (StatusCode::ACCEPTED, Json(json!({"project": name, "status": requested.as_str()})))
+                .into_response()
+        }
     }
-    if state.reindex.send(name.clone()).is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "stopping", "the indexer is stopping");
+}
+
+async fn projects(State(state): State<AppState>) -> Response {
+    Json(json!({"ready": state.engine.ready(), "projects": state.engine.stats()})).into_response()
+}
+
+#[derive(Deserialize)]
+struct TermsParams {
+    limit: Option<usize>,
+}
+
+/// Most frequent terms first (files containing each): the vocabulary a
+/// workload draws its queries from.
+async fn terms(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<TermsParams>,
+) -> Response {
+    let limit = params.limit.unwrap_or(1000).min(100_000);
+    match state.engine.top_terms(&name, limit) {
+        Some(terms) => {
+            let terms: Vec<_> =
+                terms.into_iter().map(|(term, files)| json!({"term": term, "files": files})).collect();
+            Json(json!({"project": name, "terms": terms})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "unknown_project", format!("unknown project '{name}'")),
     }
-    (StatusCode::ACCEPTED, Json(json!({"project": name, "status": "queued"}))).into_response()
 }
 
 #[derive(Deserialize)]
@@ -195,6 +233,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
+        "ready": state.engine.ready(),
         "projects": state.engine.project_names(),
         "plugins": plugins,
     }))
