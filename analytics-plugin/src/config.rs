@@ -5,7 +5,10 @@
 
 use serde::Deserialize;
 
-use crate::storage::{RetentionConfig, StorageConfig, privacy::PrivacyConfig};
+use crate::{
+    api::auth::AuthConfig,
+    storage::{RetentionConfig, StorageConfig, privacy::PrivacyConfig},
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +31,7 @@ pub struct AnalyticsConfig {
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
     pub privacy: PrivacyConfig,
+    pub auth: AuthConfig,
 }
 
 /// `[plugins.analytics.config.pipeline]`: between the hooks and storage.
@@ -73,6 +77,7 @@ impl Default for AnalyticsConfig {
             storage: StorageConfig::default(),
             retention: RetentionConfig::default(),
             privacy: PrivacyConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -9,8 +9,8 @@ use std::{
 
 use axum::Router;
 use plugin_api::{
-    FileIndexed, FileOpened, HostContext, HostLogger, HttpRequest, MiddlewareSpec, Plugin, PluginError,
-    ProjectSnapshot, ReplySinkBox, RequestRecord, RouteSpec, SearchExecuted,
+    FileIndexed, FileOpened, HostContext, HostLogger, HttpRequest, HttpResponse, MiddlewareSpec, Plugin,
+    PluginError, ProjectSnapshot, ReplySinkBox, RequestHead, RequestRecord, RouteSpec, SearchExecuted,
 };
 use prometheus::core::Collector as _;
 use serde_json::json;
@@ -31,6 +31,7 @@ use crate::{
 /// State shared by hooks, the pipeline and the HTTP routes.
 pub struct Shared {
     pub config: AnalyticsConfig,
+    pub auth: api::auth::Auth,
     pub collector: Arc<Collector>,
     pub pipeline: Pipeline,
     pub storage: Arc<dyn Storage>,
@@ -145,6 +146,8 @@ impl AnalyticsPlugin {
         let config = AnalyticsConfig::from_toml(config_toml).map_err(PluginError::config)?;
         let privacy = Privacy::from_config(&config.privacy)
             .map_err(|e| PluginError::config(format!("invalid [plugins.analytics.config]: {e}")))?;
+        let auth = api::auth::Auth::from_config(&config.auth)
+            .map_err(|e| PluginError::config(format!("invalid [plugins.analytics.config]: {e}")))?;
         let logger = host.logger(host.plugin_name.as_str());
         let data_dir = std::path::PathBuf::from(host.data_dir.as_str());
         let collector = Arc::new(
@@ -195,8 +198,16 @@ impl AnalyticsPlugin {
             config.pipeline.queue_capacity,
             config.max_projects
         ));
-        let shared =
-            Arc::new(Shared { config, collector, pipeline, storage, host, logger, started: Instant::now() });
+        let shared = Arc::new(Shared {
+            config,
+            auth,
+            collector,
+            pipeline,
+            storage,
+            host,
+            logger,
+            started: Instant::now(),
+        });
         runtime.spawn(maintenance(shared.clone()));
         let router = api::router(shared.clone());
         drop(_entered);
@@ -223,15 +234,16 @@ impl Plugin for AnalyticsPlugin {
     }
 
     fn middleware(&self) -> MiddlewareSpec {
-        MiddlewareSpec { before_prefixes: Default::default(), after_all: true }
+        let before = self.shared.auth.prefixes().into_iter().map(Into::into).collect();
+        MiddlewareSpec { before_prefixes: before, after_all: true }
     }
 
-    fn handle_request(&self, request: HttpRequest, mut reply: ReplySinkBox) {
-        let router = self.router();
-        self.runtime.spawn(async move {
-            let response = api::bridge::call(router, request).await;
-            reply.respond(response);
-        });
+    fn before_request(&self, head: &RequestHead<'_>) -> Option<HttpResponse> {
+        self.shared.auth.check(head)
+    }
+
+    fn handle_request(&self, request: HttpRequest, reply: ReplySinkBox) {
+        self.runtime.spawn(api::bridge::serve(self.router(), request, reply));
     }
 
     fn after_request(&self, record: &RequestRecord<'_>) {

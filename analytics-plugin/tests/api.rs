@@ -201,6 +201,137 @@ async fn get(plugin: &AnalyticsPlugin, path: &str) -> (u16, Value) {
     (status, serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))))
 }
 
+async fn get_raw(plugin: &AnalyticsPlugin, path: &str) -> (u16, String, String) {
+    let response = plugin.router().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let disposition = response
+        .headers()
+        .get("content-disposition")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, disposition, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Exports raw searches in every format and checks them against the
+/// fixture; sends injection attempts through every text parameter.
+async fn export_and_injection(plugin: &AnalyticsPlugin, backend: Backend) {
+    let (from, to) = window();
+    let range = format!("from={}&to={}", format_rfc3339(from), format_rfc3339(to));
+    let expected = fixture()
+        .rows
+        .iter()
+        .flat_map(|(_, _, rows)| rows)
+        .filter(|r| matches!(r.data, RowData::Search(_)))
+        .count();
+    let (status, disposition, csv) =
+        get_raw(plugin, &format!("/api/v1/analytics/export?dataset=raw-searches&{range}")).await;
+    assert_eq!(status, 200, "{backend:?}: {csv}");
+    assert!(
+        disposition.starts_with("attachment; filename=\"context-analytics-raw-searches-"),
+        "{disposition}"
+    );
+    assert!(disposition.ends_with(".csv\""), "{disposition}");
+    let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
+    assert_eq!(
+        lines[0],
+        "time,instance_id,boot_id,seq,project,user_id,query,kind,cache,status,error_code,latency_ms,result_count,top_results,search_id"
+    );
+    assert_eq!(lines.len() - 1, expected, "{backend:?}: one CSV line per search");
+    let (_, _, ndjson) = get_raw(
+        plugin,
+        &format!("/api/v1/analytics/export?dataset=raw-searches&format=ndjson&{range}&project=alpha"),
+    )
+    .await;
+    let objects: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), expected / 2);
+    assert!(objects.iter().all(|o| o["project"] == "alpha" && o["top_results"].is_array()));
+    let (_, _, array) =
+        get_raw(plugin, &format!("/api/v1/analytics/export?dataset=raw-opens&format=json&{range}")).await;
+    let opens: Vec<Value> = serde_json::from_str(&array).unwrap();
+    let expected_opens = fixture()
+        .rows
+        .iter()
+        .flat_map(|(_, _, rows)| rows)
+        .filter(|r| matches!(r.data, RowData::Open(_)))
+        .count();
+    assert_eq!(opens.len(), expected_opens);
+    let (status, disposition, usage) =
+        get_raw(plugin, &format!("/api/v1/analytics/export?dataset=usage&format=csv&{range}&step=1h")).await;
+    assert_eq!(status, 200);
+    assert!(disposition.contains("context-analytics-usage-"), "{disposition}");
+    assert_eq!(usage.trim_end().split("\r\n").count(), 25, "a header and 24 hourly rows");
+    let (status, _, body) =
+        get_raw(plugin, &format!("/api/v1/analytics/export?dataset=raw-index&{range}&limit=5")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("does not apply to dataset 'raw-index'"), "{body}");
+
+    let attacks = [
+        "' OR '1'='1",
+        "alpha'; DROP TABLE search_events; --",
+        "\" OR 1=1 --",
+        "alpha) UNION SELECT 1,2,3 --",
+        "%27%3B--",
+    ];
+    let text_params = [
+        "project",
+        "timerange",
+        "from",
+        "to",
+        "step",
+        "aggregation",
+        "limit",
+        "zero_results",
+        "dataset",
+        "format",
+        "page",
+        "hot_spot_factor",
+    ];
+    for route in [
+        "search-performance",
+        "cache-performance",
+        "index-performance",
+        "usage",
+        "top-queries",
+        "code-health",
+        "export",
+    ] {
+        for param in text_params {
+            for attack in attacks {
+                let value: String = url_encode(attack);
+                let path = format!(
+                    "/api/v1/analytics/{route}?{range}&{param}={value}{}",
+                    if route == "export" && param != "dataset" { "&dataset=usage" } else { "" }
+                );
+                let (status, body) = get(plugin, &path).await;
+                assert!(status == 400 || status == 200, "{backend:?} {path}: {status} {body}");
+                if status == 400 {
+                    assert!(
+                        body["error"]["message"].is_string() && body["error"]["code"] == "invalid_parameter",
+                        "{body}"
+                    );
+                } else {
+                    assert_eq!(param, "project", "only a project name may be any text: {path}");
+                    assert!(body.get("error").is_none());
+                }
+            }
+        }
+    }
+    let (status, body) = get(plugin, &format!("/api/v1/analytics/search-performance?{range}&step=1h")).await;
+    assert_eq!(status, 200, "the tables survived: {body}");
+    assert_eq!(body["summary"]["requests"], expected);
+    let (status, body) = get(plugin, "/api/v1/analytics/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["openapi"], "3.0.3");
+    assert!(body["paths"]["/api/v1/analytics/export"]["get"]["parameters"].is_array());
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 fn routes() -> Vec<String> {
     let (from, to) = window();
     let range = format!("from={}&to={}", format_rfc3339(from), format_rfc3339(to));
@@ -239,6 +370,7 @@ async fn every_backend_answers_the_same_and_matches_brute_force() {
             assert_eq!(status, 200, "{backend:?} {route}: {body}");
             answers.entry(route).or_default().push(comparable(body));
         }
+        export_and_injection(&plugin, backend).await;
         plugin.shared().storage.close().await;
         let _ = tokio::task::spawn_blocking(move || drop(plugin)).await;
     }

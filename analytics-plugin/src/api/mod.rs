@@ -1,9 +1,12 @@
 //! The plugin's HTTP routes, as an axum router that the host reaches
 //! through the boundary ([`bridge`]). Tests call [`router`] directly.
 
+pub mod auth;
 pub mod bridge;
 pub mod datasets;
 pub mod error;
+pub mod export;
+pub mod openapi;
 pub mod params;
 pub mod routes;
 pub mod sql;
@@ -30,7 +33,7 @@ pub const HEALTH_PATH: &str = "/api/v1/analytics/health";
 /// analytics paths get this API's JSON 404.
 pub fn route_specs() -> Vec<RouteSpec> {
     let mut specs = vec![RouteSpec::new(METRICS_PATH, &["GET"]), RouteSpec::new(HEALTH_PATH, &["GET"])];
-    for name in routes::DATASETS {
+    for name in routes::DATASETS.iter().chain(&["export", "openapi.json"]) {
         specs.push(RouteSpec::new(&format!("{API_PREFIX}/{name}"), &["GET"]));
     }
     specs.push(RouteSpec::new(API_PREFIX, &[]));
@@ -47,6 +50,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/analytics/usage", get(routes::usage))
         .route("/api/v1/analytics/top-queries", get(routes::top_queries))
         .route("/api/v1/analytics/code-health", get(routes::code_health))
+        .route("/api/v1/analytics/export", get(export::export))
+        .route("/api/v1/analytics/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(not_found)
         .with_state(shared)
 }
