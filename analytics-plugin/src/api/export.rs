@@ -27,7 +27,7 @@ use crate::{
 pub const RAW_DATASETS: [&str; 4] = ["raw-searches", "raw-index", "raw-opens", "raw-snapshots"];
 pub const FORMATS: [&str; 3] = ["csv", "json", "ndjson"];
 /// Rows read per page of a raw export.
-const PAGE_ROWS: i64 = 5_000;
+const PAGE_ROWS: i64 = 2_000;
 
 /// A raw table: its name and the columns exported, as SQL per backend.
 struct RawTable {

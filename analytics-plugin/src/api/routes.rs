@@ -30,11 +30,13 @@ fn with_range(extra: &[&'static str]) -> Vec<&'static str> {
 pub fn ctx<'a>(shared: &'a Shared, params: &Params) -> Result<Ctx<'a>, ApiError> {
     let range = params.range(now_us())?;
     let project = params.project()?;
+    // Reads need the schema; once it is there they are tried even while the
+    // writer is spooling (a read may well succeed), and fail as 503s.
     let health = shared.pipeline.storage_health.lock();
-    if !health.connected {
+    if !health.ready {
         return Err(ApiError::unavailable(format!(
             "analytics database unreachable: {}",
-            health.last_error.as_deref().unwrap_or("not connected yet")
+            health.last_error.as_deref().unwrap_or("connecting at start-up, try again shortly")
         )));
     }
     drop(health);

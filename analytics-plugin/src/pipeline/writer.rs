@@ -31,6 +31,8 @@ use crate::{
 pub struct StorageHealth {
     pub backend: &'static str,
     pub target: String,
+    /// Migrations are applied: the schema is there to read.
+    pub ready: bool,
     pub connected: bool,
     pub last_error: Option<String>,
     pub last_error_at_us: Option<i64>,
@@ -48,6 +50,7 @@ impl StorageHealth {
         Self {
             backend: backend.as_str(),
             target,
+            ready: false,
             connected: false,
             last_error: None,
             last_error_at_us: None,
@@ -187,6 +190,7 @@ impl Writer {
         self.connected = true;
         self.backoff = Duration::from_millis(500);
         let mut health = self.health.lock();
+        health.ready = true;
         health.connected = true;
         health.backend = self.storage.backend().as_str();
         drop(health);
