@@ -108,7 +108,7 @@ pub enum SearchError {
     UnknownProject(String),
     BadRequest(String),
     /// The search ran and failed; it was reported to plugins.
-    Failed(SearchOutcome, String),
+    Failed(Box<SearchOutcome>, String),
 }
 
 /// A project as `GET /api/v1/projects` shows it.
@@ -506,7 +506,7 @@ impl Engine {
         };
         match failure {
             None => Ok(outcome),
-            Some(failure) => Err(SearchError::Failed(outcome, failure.message)),
+            Some(failure) => Err(SearchError::Failed(Box::new(outcome), failure.message)),
         }
     }
 
