@@ -147,7 +147,10 @@ async fn search(
     }
 }
 
-async fn reindex(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+/// The body is read (and ignored) before answering: a body still in flight
+/// when the answer is written would make hyper close the keep-alive
+/// connection under a client that is about to reuse it.
+async fn reindex(State(state): State<AppState>, Path(name): Path<String>, _body: Bytes) -> Response {
     match state.engine.request_reindex(&name) {
         None => error(StatusCode::NOT_FOUND, "unknown_project", format!("unknown project '{name}'")),
         Some(Requested::Closed) => {

@@ -145,6 +145,10 @@ pub struct Engine {
     search_seq: AtomicU64,
     config: EngineConfig,
     queue: IndexQueue,
+    /// Held while a snapshot is read and sent: the periodic snapshots and
+    /// the one at the end of an index run must not overtake each other
+    /// (a stale one sent last would stand until the next).
+    snapshots: Mutex<()>,
 }
 
 impl Engine {
@@ -176,6 +180,7 @@ impl Engine {
             search_seq: AtomicU64::new(0),
             config,
             queue: IndexQueue::default(),
+            snapshots: Mutex::new(()),
         }
     }
 
@@ -283,6 +288,7 @@ impl Engine {
     /// is the project's query caches (L1/L2 answers and L3 posting lists),
     /// the memory such a server spends on cached embeddings.
     fn snapshot(&self, project: &Project) {
+        let _in_order = self.snapshots.lock();
         let cache_bytes = Self::cache_bytes(project);
         let (total_files, indexed_files, store_bytes, duplication) = {
             let index = project.index.read();
