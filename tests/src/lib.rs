@@ -398,3 +398,55 @@ impl Drop for Postgres {
         let _ = Command::new(script).arg("stop").arg(self.dir.path().join("data")).output();
     }
 }
+
+/// What a `context-host` subcommand run did.
+#[derive(Debug)]
+pub struct CommandRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `context-host` with `args` (a subcommand that ends by itself, such
+/// as `gen-corpus` or `loadgen`); kills it and panics if it runs longer
+/// than `limit`.
+pub fn run_context_host(args: &[&str], limit: Duration) -> CommandRun {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = Command::new(artifact("context-host"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("context-host starts");
+    let pipe = |mut reader: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = reader.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = pipe(Box::new(child.stdout.take().unwrap()));
+    let stderr = pipe(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("context-host {args:?} still ran after {limit:?}: {}", stderr.join().unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CommandRun {
+        code: status.code(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        elapsed: started.elapsed(),
+    }
+}
