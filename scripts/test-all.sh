@@ -38,3 +38,7 @@ python3 dashboards/check.py --host-bin target/debug/context-host \
     --postgres-url "$CONTEXT_TEST_POSTGRES_URL" \
     --timescale-url "${CONTEXT_TEST_TIMESCALE_URL/postgres@/postgres:test@}" \
     --workdir "$work/dashboards"
+
+# Every route of the OpenAPI document fuzzed by schemathesis (from PyPI):
+# no 5xx, every response as the document says.
+tests/fuzz/run.sh target/debug/context-host target/debug/libcontext_analytics.so "$work/fuzz"

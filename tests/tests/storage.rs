@@ -62,6 +62,8 @@ fn an_unreachable_database_at_start_spools_and_health_says_why() {
     host.wait_indexed(1);
     searches(&host, 5, "alice");
     host.wait_until("searches spooled", || storage_u64(&host, "events_spooled") >= 5 + 2);
+    // The first connection attempt gives up after the pool's timeout.
+    host.wait_until("the reason known", || health(&host)["storage"]["last_error"].is_string());
     let h = health(&host);
     assert_eq!(h["status"], "degraded");
     assert!(

@@ -289,6 +289,26 @@ pub fn document() -> Value {
     export_params.extend(range_params());
     export_params.push(json!({"$ref": "#/components/parameters/aggregation"}));
     export_params.push(limit);
+    export_params.push(param(
+        "zero_results",
+        "top-queries only",
+        json!({"type": "boolean", "default": false}),
+    ));
+    export_params.push(param(
+        "hot_spot_factor",
+        "code-health only",
+        json!({"type": "number", "minimum": 1, "maximum": 1000}),
+    ));
+    export_params.push(param(
+        "page",
+        "code-health only",
+        json!({"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}),
+    ));
+    export_params.push(param(
+        "page_size",
+        "code-health only",
+        json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+    ));
     paths.insert("/api/v1/analytics/export".into(), json!({"get": {
         "summary": "Export a dataset or raw events",
         "description": "Streams the rows of a dataset, or raw events page by page in constant memory, with a Content-Disposition file name. Dataset parameters apply only to their dataset.",
@@ -347,11 +367,11 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "only when [auth] tokens are configured"}},
             "parameters": {
-                "timerange": param("timerange", "a range ending now; default 24h (ignored with from/to)", json!({"type": "string", "enum": TIMERANGES.map(|t| t.0)})),
+                "timerange": param("timerange", "a range ending now; default 24h; not with from/to", json!({"type": "string", "enum": TIMERANGES.map(|t| t.0)})),
                 "from": param("from", "start (RFC 3339), with to", json!({"type": "string", "format": "date-time"})),
                 "to": param("to", "end (RFC 3339), after from", json!({"type": "string", "format": "date-time"})),
                 "step": param("step", "bucket length: whole minutes, hours or days (1m, 5m, 1h, 6h, 1d); at most 5000 buckets; default by range", json!({"type": "string", "pattern": "^[1-9][0-9]{0,3}[mhd]$"})),
-                "project": param("project", "one project; default all", json!({"type": "string", "minLength": 1, "maxLength": 200})),
+                "project": param("project", "one project; default all", json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"})),
                 "aggregation": param("aggregation", "latency per bucket", json!({"type": "string", "enum": AGGREGATIONS, "default": "avg"})),
                 "limit": param("limit", "rows in each top list", json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 20})),
             },

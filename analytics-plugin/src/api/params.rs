@@ -131,7 +131,7 @@ impl Params {
     pub fn project(&self) -> Result<Option<String>, ApiError> {
         match self.get("project") {
             None => Ok(None),
-            Some(p) if p.is_empty() || p.len() > 200 || p.chars().any(char::is_control) => {
+            Some(p) if p.is_empty() || p.chars().count() > 200 || p.chars().any(char::is_control) => {
                 Err(ApiError::bad_parameter(
                     "project",
                     format!(
@@ -229,7 +229,9 @@ pub fn parse_step(text: &str) -> Result<i64, ApiError> {
             ),
         )
     };
-    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+    // Split before the last character, not byte: the text may be any UTF-8.
+    let cut = text.char_indices().next_back().map_or(0, |(i, _)| i);
+    let (digits, unit) = text.split_at(cut);
     let n: i64 = digits.parse().ok().filter(|n| *n >= 1 && *n <= 10_000).ok_or_else(invalid)?;
     let unit = match unit {
         "m" => MINUTE,
@@ -275,6 +277,8 @@ mod tests {
             "unknown timerange '2w' (expected 1h, 6h, 24h, 7d, 30d)"
         );
         assert!(parse("step=7s").unwrap_err().starts_with("invalid step '7s' (expected"));
+        // Regression (found by schemathesis): a multi-byte last character panicked.
+        assert!(parse("step=1%C3%A9").unwrap_err().starts_with("invalid step '1é' (expected"));
         assert!(parse("from=2026-11-01T00:00:00Z").unwrap_err().starts_with("'to' is required"));
         assert!(
             parse("from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z").unwrap_err().contains("must be after")
