@@ -279,9 +279,20 @@ pub trait Storage: Send + Sync {
     /// accepts one connection at a time).
     async fn close(&self);
 
-    /// Runs a read-only SQL statement and returns the first column of every
-    /// row as text (tests and tools).
-    async fn query_strings(&self, sql: &str) -> Result<Vec<String>, StorageError>;
+    /// Runs a SQL statement without parameters and returns the first column
+    /// of every row as text (tests and tools).
+    async fn query_strings(&self, sql: &str) -> Result<Vec<String>, StorageError> {
+        let rows = self.query(sql, &[]).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| match row.into_iter().next() {
+                Some(Value::Text(t)) => t,
+                Some(Value::Int(v)) => v.to_string(),
+                Some(Value::Float(v)) => v.to_string(),
+                Some(Value::Null) | None => String::new(),
+            })
+            .collect())
+    }
 }
 
 /// Reads every column of a row as a [`Value`], by what it decodes to.

@@ -12,7 +12,7 @@ use std::{
 };
 
 use sqlx::{
-    AssertSqlSafe, Executor, PgPool, Row as _,
+    AssertSqlSafe, Executor, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -382,22 +382,6 @@ impl Storage for PgStorage {
 
     async fn close(&self) {
         self.pool.close().await;
-    }
-
-    async fn query_strings(&self, sql: &str) -> Result<Vec<String>, StorageError> {
-        let rows = sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                row.try_get::<String, _>(0)
-                    .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
-                    .or_else(|_| row.try_get::<i32, _>(0).map(|v| v.to_string()))
-                    .or_else(|_| row.try_get::<i16, _>(0).map(|v| v.to_string()))
-                    .or_else(|_| row.try_get::<f64, _>(0).map(|v| v.to_string()))
-                    .or_else(|_| row.try_get::<bool, _>(0).map(|v| v.to_string()))
-                    .unwrap_or_default()
-            })
-            .collect())
     }
 }
 
