@@ -142,7 +142,7 @@ fn a_large_export_streams_through_the_host() {
     let root = project(&scratch);
     let host = host(&root, "");
     host.wait_indexed(1);
-    // More rows than one export page (2,000), so several pages stream.
+    // More rows than one body chunk (1,000), so several chunks stream.
     let n = 2_500;
     for i in 0..n {
         host.get(&format!("/api/v1/search?q=w{}&project=sample", i % 50), "bulk");
@@ -162,7 +162,7 @@ fn a_large_export_streams_through_the_host() {
     assert_eq!(lines.len(), n as usize);
     let mut seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
     seqs.dedup();
-    assert_eq!(seqs.len(), n as usize, "no row twice across pages");
+    assert_eq!(seqs.len(), n as usize, "no row twice across chunks");
     let m = host.metrics();
     assert!(
         m.value(r#"context_http_response_size_bytes_sum{method="GET",route="/api/v1/analytics/export"}"#)

@@ -1,7 +1,7 @@
 //! `export`: any dataset of the API, or raw events, as CSV, JSON or NDJSON.
-//! Raw events are read page by page (keyset pagination) and streamed, so an
-//! export of millions of rows runs in constant memory; the host forwards
-//! the chunks with backpressure.
+//! Raw events are read by one streamed query through a bounded channel and
+//! sent in chunks, so an export of millions of rows runs in constant
+//! memory; the host forwards the chunks with backpressure.
 
 use std::sync::Arc;
 
@@ -26,8 +26,8 @@ use crate::{
 
 pub const RAW_DATASETS: [&str; 4] = ["raw-searches", "raw-index", "raw-opens", "raw-snapshots"];
 pub const FORMATS: [&str; 3] = ["csv", "json", "ndjson"];
-/// Rows read per page of a raw export.
-const PAGE_ROWS: i64 = 2_000;
+/// Rows rendered per body chunk of a raw export.
+const CHUNK_ROWS: usize = 1_000;
 
 /// A raw table: its name and the columns exported, as SQL per backend.
 struct RawTable {
@@ -223,11 +223,27 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
     let table = &RAW[RAW_DATASETS.iter().position(|d| *d == dataset).expect("a raw dataset")];
     let mut columns: Vec<&'static str> = vec!["time", "instance_id", "boot_id", "seq"];
     columns.extend(table.columns);
-    let query = page_query(&ctx, table);
-    let (_, base_binds) = filter_binds(&ctx);
-    let store = shared.storage.clone();
-    let fmt = format;
-    let header_chunk = match fmt {
+    let (filter, binds) = filter_binds(&ctx);
+    let sql = ctx.sql;
+    let selected: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| match (*c, sql.backend) {
+            ("top_results", Backend::Postgres | Backend::Timescaledb) => {
+                "array_to_json(top_results)::text".to_owned()
+            }
+            (c, _) => c.to_owned(),
+        })
+        .collect();
+    // Time order straight from the (project, time) or time index: one
+    // query, streamed, no sort of the whole range.
+    let query = format!(
+        "SELECT {}, instance_id, boot_id, seq, {} FROM {} WHERE {filter} ORDER BY time",
+        sql.us("time"),
+        selected.join(", "),
+        table.table
+    );
+    let header_chunk = match format {
         "csv" => {
             let mut out = String::new();
             csv_row(&mut out, &columns.iter().map(|c| json!(c)).collect::<Vec<_>>());
@@ -236,50 +252,38 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
         "json" => "[".to_owned(),
         _ => String::new(),
     };
-    // (next key, rows sent, finished)
-    type State = (Option<(i64, String, i64, i64)>, u64, bool);
-    let pages = futures_util::stream::unfold((None, 0u64, false) as State, move |(after, sent, done)| {
-        let store = store.clone();
-        let query = query.clone();
-        let mut binds = base_binds.clone();
+    let rows = shared.storage.stream(query, binds);
+    // (rows, rows sent so far, finished)
+    let pages = futures_util::stream::unfold((rows, 0u64, false), move |(mut rows, sent, done)| {
         let columns = columns.clone();
         async move {
             if done {
                 return None;
             }
-            // Before the first row: just before the range (a time every
-            // backend can represent).
-            let key = after.clone().unwrap_or((range.from_us - 1, String::new(), i64::MIN, i64::MIN));
-            binds.extend([
-                Value::Int(key.0),
-                Value::Text(key.1),
-                Value::Int(key.2),
-                Value::Int(key.3),
-                Value::Int(PAGE_ROWS),
-            ]);
-            match store.query(&query, &binds).await {
-                Ok(rows) => {
-                    let finished = (rows.len() as i64) < PAGE_ROWS;
-                    let next = rows.last().map(|r| {
-                        (r[0].as_i64(), r[1].as_str().unwrap_or("").to_owned(), r[2].as_i64(), r[3].as_i64())
-                    });
-                    let values: Vec<Vec<Json>> = rows
-                        .iter()
-                        .map(|r| r.iter().enumerate().map(|(i, v)| to_json(&columns, i, v)).collect())
-                        .collect();
-                    let mut chunk = render(fmt, &columns, &values, sent == 0);
-                    if finished && fmt == "json" {
-                        chunk.push(']');
+            let mut values: Vec<Vec<Json>> = Vec::with_capacity(CHUNK_ROWS);
+            let mut finished = false;
+            while values.len() < CHUNK_ROWS {
+                match rows.recv().await {
+                    Some(Ok(row)) => {
+                        values.push(row.iter().enumerate().map(|(i, v)| to_json(&columns, i, v)).collect())
                     }
-                    Some((
-                        Ok::<Bytes, std::io::Error>(Bytes::from(chunk)),
-                        (next.or(after), sent + values.len() as u64, finished),
-                    ))
+                    // Headers are sent: end the body early; the client sees
+                    // a truncated download rather than a false success.
+                    Some(Err(e)) => {
+                        return Some((Err(std::io::Error::other(e.to_string())), (rows, sent, true)));
+                    }
+                    None => {
+                        finished = true;
+                        break;
+                    }
                 }
-                // Headers are sent: end the body early; the client sees a
-                // truncated download rather than a false success.
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (after, sent, true))),
             }
+            let mut chunk = render(format, &columns, &values, sent == 0);
+            if finished && format == "json" {
+                chunk.push(']');
+            }
+            let sent = sent + values.len() as u64;
+            Some((Ok::<Bytes, std::io::Error>(Bytes::from(chunk)), (rows, sent, finished)))
         }
     });
     let head =
@@ -306,35 +310,6 @@ fn filter_binds(ctx: &Ctx<'_>) -> (String, Vec<Value>) {
         binds.push(Value::Text(project.clone()));
     }
     (text, binds)
-}
-
-/// One page after a (time, instance, boot, seq) key, in that order.
-fn page_query(ctx: &Ctx<'_>, table: &RawTable) -> String {
-    let sql = ctx.sql;
-    let (filter, binds) = filter_binds(ctx);
-    let n = binds.len();
-    let columns: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| match (*c, sql.backend) {
-            ("top_results", Backend::Postgres | Backend::Timescaledb) => {
-                "array_to_json(top_results)::text".to_owned()
-            }
-            (c, _) => c.to_owned(),
-        })
-        .collect();
-    format!(
-        "SELECT {}, instance_id, boot_id, seq, {} FROM {} WHERE {filter} AND \
-         (time, instance_id, boot_id, seq) > ({}, {}, {}, {}) ORDER BY time, instance_id, boot_id, seq LIMIT {}",
-        sql.us("time"),
-        columns.join(", "),
-        table.table,
-        sql.time(n + 1),
-        sql.p(n + 2),
-        sql.p(n + 3),
-        sql.p(n + 4),
-        sql.p(n + 5),
-    )
 }
 
 fn to_json(columns: &[&str], index: usize, value: &Value) -> Json {

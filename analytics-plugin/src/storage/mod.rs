@@ -239,6 +239,37 @@ impl Value {
     }
 }
 
+/// Rows of [`Storage::stream`], in order; an error ends the stream.
+pub type RowStream = tokio::sync::mpsc::Receiver<Result<Vec<Value>, StorageError>>;
+
+/// Rows buffered between a streaming query and its consumer.
+const STREAM_BUFFER_ROWS: usize = 1024;
+
+/// Forwards a row stream into a [`RowStream`] channel until the receiver
+/// hangs up or an error ends it.
+async fn forward<S, R>(rows: S, tx: tokio::sync::mpsc::Sender<Result<Vec<Value>, StorageError>>)
+where
+    S: futures_util::Stream<Item = Result<R, sqlx::Error>>,
+    R: sqlx::Row,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    use futures_util::StreamExt as _;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.next().await {
+        let item = row.map(|r| decode_row(&r)).map_err(StorageError::from);
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            break;
+        }
+    }
+}
+
 /// What a maintenance run did.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct MaintenanceReport {
@@ -274,6 +305,11 @@ pub trait Storage: Send + Sync {
     /// Runs a parameterized read query (the API's); every bind is a
     /// parameter, never spliced into the text.
     async fn query(&self, sql: &str, binds: &[Value]) -> Result<Vec<Vec<Value>>, StorageError>;
+
+    /// Runs a parameterized read query and streams its rows in order
+    /// through a bounded channel: the database is read as fast as the
+    /// receiver consumes, in constant memory (exports).
+    fn stream(&self, sql: String, binds: Vec<Value>) -> RowStream;
 
     /// Closes every connection (shutdown; the TimescaleDB test server
     /// accepts one connection at a time).

@@ -380,6 +380,24 @@ impl Storage for PgStorage {
         Ok(rows.iter().map(super::decode_row).collect())
     }
 
+    fn stream(&self, sql: String, binds: Vec<super::Value>) -> super::RowStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(super::STREAM_BUFFER_ROWS);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for bind in binds {
+                query = match bind {
+                    super::Value::Null => query.bind(None::<String>),
+                    super::Value::Int(v) => query.bind(v),
+                    super::Value::Float(v) => query.bind(v),
+                    super::Value::Text(v) => query.bind(v),
+                };
+            }
+            super::forward(query.fetch(&pool), tx).await;
+        });
+        rx
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
