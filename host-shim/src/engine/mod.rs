@@ -208,6 +208,13 @@ impl Engine {
         while let Some((job, depth)) = self.queue.next() {
             match job {
                 Job::Scan(project) => {
+                    if let Err(e) = std::fs::read_dir(&project.root) {
+                        tracing::warn!(
+                            "project '{}': cannot read its folder '{}': {e}",
+                            project.name,
+                            project.root.display()
+                        );
+                    }
                     let plan = project.index.read().plan(&project.root);
                     let removed = plan.removed.len() as u64;
                     if removed > 0 {

@@ -342,6 +342,8 @@ pub fn generate(
         fs::remove_dir_all(root).with_context(|| format!("cannot clear '{}'", root.display()))?;
     }
     fs::create_dir_all(root).with_context(|| format!("cannot create '{}'", root.display()))?;
+    // Absolute: a host config resolves relative paths from its own folder.
+    let root = &fs::canonicalize(root)?;
     fs::write(
         root.join(MARKER),
         format!(
@@ -530,6 +532,7 @@ mod tests {
         let b = generate(&base.join("b"), 30, 2, 5, 4096).unwrap();
         assert_eq!((a.files, a.bytes), (b.files, b.bytes));
         assert_eq!(a.projects.len(), 2);
+        assert!(a.projects[0].1.is_absolute(), "a host config resolves relative paths from its folder");
         let read = |c: &Corpus| fs::read_to_string(c.projects[1].1.join("docs/legacy-latin1.txt")).is_err();
         assert!(read(&a), "invalid UTF-8 on purpose");
         assert_eq!(fs::metadata(a.projects[0].1.join("dumps/trace.log")).unwrap().len(), 4097);
