@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# Builds context-host and the analytics plugin (release), drops the .so into
-# a plugins folder, starts the host over this repository's own crates as
-# sample projects with embedded storage, runs a short demo workload and
-# prints where to look. Ctrl-C stops the host (plugins flush on the way out).
+# The main job, end to end: builds context-host and the analytics plugin
+# (release), generates a corpus of source-like files, starts the host with
+# the plugin on embedded storage (SQLite, the default) over this
+# repository's own crates and the corpus, sends a bounded demo workload
+# (DEMO_SECONDS, default 30 s: Zipf searches from the indexed vocabulary,
+# zero-result and regex queries, several users, file opens, reindexing after
+# edits of the generated corpus, a traffic burst every 15 s), prints where to
+# look, and keeps the host running until Ctrl-C (plugins flush on the way
+# out). PORT (default 8080) sets the port; only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 port=${PORT:-8080}
+seconds=${DEMO_SECONDS:-30}
 demo=target/demo
 
 command -v curl >/dev/null 2>&1 || scripts/install-deps.sh
 cargo build --release --locked -p context-host -p context-analytics
+host=target/release/context-host
 mkdir -p "$demo/plugins"
 cp target/release/libcontext_analytics.so "$demo/plugins/"
+# Generated files only: never committed, replaced on every run.
+$host gen-corpus "$demo/corpus" --files 2000 --projects 2 > "$demo/corpus-projects.toml"
 cat > "$demo/host.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
 data_dir = "data"
+snapshot_interval_secs = 5
 
 [plugins]
 dir = "plugins"
@@ -35,43 +45,32 @@ path = "$root/analytics-plugin"
 [[projects]]
 name = "host-shim"
 path = "$root/host-shim"
-TOML
 
-target/release/context-host check-plugin "$demo/plugins/libcontext_analytics.so"
-target/release/context-host serve --config "$demo/host.toml" &
+TOML
+cat "$demo/corpus-projects.toml" >> "$demo/host.toml"
+
+$host check-plugin "$demo/plugins/libcontext_analytics.so"
+$host serve --config "$demo/host.toml" &
 host_pid=$!
 trap 'kill -TERM $host_pid 2>/dev/null; wait $host_pid' INT TERM EXIT
 base="http://127.0.0.1:$port"
-for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
 
-# A short workload: five users, real words from the sources, some queries
-# that find nothing, a regex, and file opens from the results.
-words=(plugin hook metrics search index route panic config queue registry
-       snapshot latency cache project runtime shutdown event counter)
-for i in $(seq 1 300); do
-    user="user$((i % 5))"
-    word=${words[$((RANDOM % ${#words[@]}))]}
-    project=$(printf 'plugin-api\nanalytics-plugin\nhost-shim\n' | sed -n "$((i % 3 + 1))p")
-    if ((i % 10 == 0)); then word="nothing_matches_$i"; fi
-    if ((i % 17 == 0)); then
-        curl -s -o /dev/null -H "X-Context-User: $user" "$base/api/v1/search?project=$project&kind=regex&q=fn%20${word}_%5Ba-z%5D%2B"
-        continue
-    fi
-    reply=$(curl -s -H "X-Context-User: $user" "$base/api/v1/search?project=$project&q=$word")
-    if ((i % 4 == 0)); then
-        path=$(printf '%s' "$reply" | sed -n 's/.*"results":\[{"path":"\([^"]*\)".*/\1/p')
-        sid=$(printf '%s' "$reply" | sed -n 's/.*"search_id":"\([^"]*\)".*/\1/p')
-        [ -n "$path" ] && curl -s -o /dev/null -H "X-Context-User: $user" -H 'content-type: application/json' \
-            -d "{\"project\":\"$project\",\"path\":\"$path\",\"rank\":1,\"search_id\":\"$sid\"}" "$base/api/v1/files/open"
-    fi
-done
+# loadgen waits for the first index of every project, then stops by itself.
+$host loadgen --url "$base" --seconds "$seconds" --rate 200 --connections 4 \
+    --users 12 --reindex-every 5 --edit-corpus "$demo/corpus" --edits 3 \
+    --burst traffic --burst-every 15 --burst-seconds 3 --burst-factor 4
 
 cat <<TXT
 
-context-host is running with the analytics plugin (demo workload sent: 300 searches).
+context-host is running with the analytics plugin (SQLite in $demo/data/).
   Prometheus metrics:   $base/metrics
   Plugin health:        $base/api/v1/analytics/health
+  Analytics routes:     $base/api/v1/analytics/search-performance?timerange=1h
+                        (all of them: $base/api/v1/analytics/openapi.json)
+  Projects and caches:  $base/api/v1/projects
   Search yourself:      $base/api/v1/search?project=host-shim&q=plugin
+  Grafana dashboards:   $root/dashboards/ (json/ and provisioning/)
+  More load:            $host loadgen --url $base --seconds 60
   Host config and data: $root/$demo/
 Press Ctrl-C to stop.
 TXT

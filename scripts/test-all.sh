@@ -42,3 +42,6 @@ python3 dashboards/check.py --host-bin target/debug/context-host \
 # Every route of the OpenAPI document fuzzed by schemathesis (from PyPI):
 # no 5xx, every response as the document says.
 tests/fuzz/run.sh target/debug/context-host target/debug/libcontext_analytics.so "$work/fuzz"
+
+# Every benchmark briefly, so none of them can rot (figures: BENCHMARKS.md).
+scripts/bench.sh --smoke
