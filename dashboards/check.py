@@ -737,6 +737,7 @@ class Host:
         (self.dir / "plugins").mkdir(parents=True)
         shutil.copy2(plugin_so, self.dir / "plugins" / plugin_so.name)
         generated = make_generated_project(workdir / "projects" / GENERATED_PROJECT)
+        self.generated = generated
         projects = dict(PROJECTS, **{GENERATED_PROJECT: generated})
         config = [
             "[server]",
@@ -858,6 +859,13 @@ class Workload(threading.Thread):
             })
         if n % 60 == 11:
             reindexed = self.host.projects[(n // 60) % len(self.host.projects)]
+            if reindexed == GENERATED_PROJECT:
+                # Reindexing is incremental: change files so that it reports
+                # them again (one indexed, one that fails), keeping the index
+                # rate and failure ratio alive.
+                touched = self.host.generated
+                (touched / "src" / "main.py").write_text(f"def search(query):\n    return [query, {n}]\n")
+                (touched / "latin1.txt").write_bytes(f"caf\xe9 {n}\n".encode("latin-1"))
             self._post(f"/api/v1/projects/{reindexed}/reindex", user, None)
 
     def run(self) -> None:
