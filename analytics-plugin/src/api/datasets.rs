@@ -80,7 +80,9 @@ struct Latency {
     sum_ms: f64,
     min_ms: Option<f64>,
     max_ms: Option<f64>,
-    histogram: BTreeMap<i16, u64>,
+    /// Searches per latency bucket, dense (index = bucket): merging is
+    /// adding arrays.
+    histogram: Vec<u64>,
 }
 
 impl Latency {
@@ -95,13 +97,17 @@ impl Latency {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        for (bucket, count) in &other.histogram {
-            *self.histogram.entry(*bucket).or_default() += count;
+        if self.histogram.len() < other.histogram.len() {
+            self.histogram.resize(other.histogram.len(), 0);
+        }
+        for (mine, theirs) in self.histogram.iter_mut().zip(&other.histogram) {
+            *mine += theirs;
         }
     }
 
     fn quantile(&self, q: f64) -> Option<f64> {
-        let pairs: Vec<(i16, u64)> = self.histogram.iter().map(|(b, c)| (*b, *c)).collect();
+        let pairs: Vec<(i16, u64)> =
+            self.histogram.iter().enumerate().filter(|(_, c)| **c > 0).map(|(b, c)| (b as i16, *c)).collect();
         latency::quantile_ms(&pairs, q).map(|v| round(v, 3))
     }
 
@@ -177,16 +183,7 @@ pub async fn search_performance(ctx: &Ctx<'_>, aggregation: &str) -> Result<Data
             &binds,
         )
         .await?;
-    let count = if source == Source::Raw { "count(*)" } else { "sum(searches)" };
-    let histogram = ctx
-        .rows(
-            &format!(
-                "SELECT {bucket}, latency_bucket, CAST({count} AS BIGINT) FROM {} WHERE {filter} GROUP BY 1, 2",
-                source.table("search_latency", "search_events")
-            ),
-            &binds,
-        )
-        .await?;
+    let histogram = latency_histograms(ctx, source, &bucket, &filter, &binds).await?;
     let mut buckets: BTreeMap<i64, SearchBucket> = BTreeMap::new();
     for row in stats {
         let b = buckets.entry(row[0].as_i64()).or_default();
@@ -199,9 +196,13 @@ pub async fn search_performance(ctx: &Ctx<'_>, aggregation: &str) -> Result<Data
         b.latency.min_ms = row[6].as_f64();
         b.latency.max_ms = row[7].as_f64();
     }
-    for row in histogram {
-        let b = buckets.entry(row[0].as_i64()).or_default();
-        *b.latency.histogram.entry(row[1].as_i64() as i16).or_default() += row[2].as_i64() as u64;
+    for (start, latency_bucket, count) in histogram {
+        let b = buckets.entry(start).or_default();
+        let index = latency_bucket.max(0) as usize;
+        if b.latency.histogram.len() <= index {
+            b.latency.histogram.resize(index + 1, 0);
+        }
+        b.latency.histogram[index] += count;
     }
     let mut total = SearchBucket::default();
     let mut out = Vec::new();
@@ -253,6 +254,64 @@ pub async fn search_performance(ctx: &Ctx<'_>, aggregation: &str) -> Result<Data
         columns: vec!["time", "requests", "errors", "zero_results", "avg_results", "latency_ms"],
         rows,
     })
+}
+
+/// (bucket start, latency bucket, searches) of a range. On SQLite and plain
+/// PostgreSQL rollup sources read `search_histogram_*`, one row of
+/// "bucket:count,..." per bucket (and project, or all projects): a few
+/// thousand rows for 30 days instead of one per latency bucket. Raw events
+/// and TimescaleDB's aggregates are read in long form. Same counts either
+/// way, so every backend answers alike.
+async fn latency_histograms(
+    ctx: &Ctx<'_>,
+    source: Source,
+    bucket: &str,
+    filter: &str,
+    binds: &[Value],
+) -> Result<Vec<(i64, i16, u64)>, ApiError> {
+    if source == Source::Raw || ctx.sql.backend == crate::storage::Backend::Timescaledb {
+        let count = if source == Source::Raw { "count(*)" } else { "sum(searches)" };
+        let rows = ctx
+            .rows(
+                &format!(
+                    "SELECT {bucket}, latency_bucket, CAST({count} AS BIGINT) FROM {} WHERE {filter} GROUP BY 1, 2",
+                    source.table("search_latency", "search_events")
+                ),
+                binds,
+            )
+            .await?;
+        return Ok(rows
+            .iter()
+            .map(|r| (r[0].as_i64(), r[1].as_i64() as i16, r[2].as_i64() as u64))
+            .collect());
+    }
+    // The filter's project condition (if any) selects per-project rows;
+    // without one, the all-projects rows.
+    let scope = if ctx.project.is_some() { "all_projects = 0" } else { "all_projects = 1" };
+    let rows = ctx
+        .rows(
+            &format!(
+                "SELECT {bucket}, histogram FROM {} WHERE {filter} AND {scope}",
+                source.table("search_histogram", "")
+            ),
+            binds,
+        )
+        .await?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let start = row[0].as_i64();
+        for entry in row[1].as_str().unwrap_or("").split(',') {
+            let parsed = entry
+                .split_once(':')
+                .and_then(|(b, c)| Some((b.parse::<i16>().ok()?, c.parse::<u64>().ok()?)));
+            match parsed {
+                Some((latency_bucket, count)) => out.push((start, latency_bucket, count)),
+                None if entry.is_empty() => {}
+                None => return Err(ApiError::internal()),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Hits and lookups per cache layer from searches by answering layer: a

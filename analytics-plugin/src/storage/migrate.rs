@@ -19,12 +19,16 @@ macro_rules! migration {
     };
 }
 
-pub const SQLITE: &[Migration] =
-    &[migration!(1, "events", "sqlite/0001_events.sql"), migration!(2, "rollups", "sqlite/0002_rollups.sql")];
+pub const SQLITE: &[Migration] = &[
+    migration!(1, "events", "sqlite/0001_events.sql"),
+    migration!(2, "rollups", "sqlite/0002_rollups.sql"),
+    migration!(3, "histograms", "sqlite/0003_histograms.sql"),
+];
 
 pub const POSTGRES: &[Migration] = &[
     migration!(1, "events", "postgres/0001_events.sql"),
     migration!(2, "rollups", "postgres/0002_rollups.sql"),
+    migration!(3, "histograms", "postgres/0003_histograms.sql"),
 ];
 
 /// TimescaleDB shares the raw tables with PostgreSQL; its rollups are

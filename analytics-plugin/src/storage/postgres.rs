@@ -32,6 +32,7 @@ const DIALECT: Dialect = Dialect {
         "(TIMESTAMPTZ 'epoch' + $1::bigint * INTERVAL '1 microsecond')",
         "(TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')",
     ),
+    join: "string_agg",
 };
 
 const RAW_TABLES: [&str; 4] = ["search_events", "index_events", "open_events", "project_snapshots"];

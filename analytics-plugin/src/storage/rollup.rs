@@ -99,6 +99,34 @@ pub struct Dialect {
     pub bucket: fn(col: &str, width_us: i64) -> String,
     /// Placeholders for the range start and end, in order.
     pub params: (&'static str, &'static str),
+    /// The aggregate joining text values with commas.
+    pub join: &'static str,
+}
+
+/// Statements rebuilding `search_histogram_<suffix>` for buckets in the
+/// range from `search_latency_<suffix>`: a delete, then per-project rows,
+/// then all-projects rows.
+pub fn histogram_steps(suffix: &str, dialect: &Dialect) -> [String; 3] {
+    let (start, end) = dialect.params;
+    let table = format!("search_histogram_{suffix}");
+    let source = format!("search_latency_{suffix}");
+    let entry = "CAST(latency_bucket AS TEXT) || ':' || CAST(n AS TEXT)";
+    let join = dialect.join;
+    [
+        format!("DELETE FROM {table} WHERE bucket >= {start} AND bucket < {end}"),
+        format!(
+            "INSERT INTO {table} (bucket, all_projects, project, searches, histogram) \
+             SELECT bucket, 0, project, sum(n), {join}({entry}, ',') FROM \
+             (SELECT bucket, project, latency_bucket, sum(searches) AS n FROM {source} \
+              WHERE bucket >= {start} AND bucket < {end} GROUP BY 1, 2, 3) h GROUP BY bucket, project"
+        ),
+        format!(
+            "INSERT INTO {table} (bucket, all_projects, project, searches, histogram) \
+             SELECT bucket, 1, '', sum(n), {join}({entry}, ',') FROM \
+             (SELECT bucket, latency_bucket, sum(searches) AS n FROM {source} \
+              WHERE bucket >= {start} AND bucket < {end} GROUP BY 1, 2) h GROUP BY bucket"
+        ),
+    ]
 }
 
 impl Rollup {
@@ -169,6 +197,9 @@ pub fn plan(
                 steps.push(Step { sql: delete, binds: vec![start, end], retention: false });
                 steps.push(Step { sql: insert, binds: vec![start, end], retention: false });
             }
+            for sql in histogram_steps(LEVELS[level].0, dialect) {
+                steps.push(Step { sql, binds: vec![start, end], retention: false });
+            }
         }
     }
     let before = dialect.params.0;
@@ -179,12 +210,13 @@ pub fn plan(
             retention: true,
         });
     }
-    for rollup in ROLLUPS {
+    let names = ROLLUPS.iter().map(|r| r.name).chain(["search_histogram"]);
+    for name in names {
         for ((suffix, _), days) in
             LEVELS.iter().zip([retention.minute_days, retention.hourly_days, retention.daily_days])
         {
             steps.push(Step {
-                sql: format!("DELETE FROM {}_{suffix} WHERE bucket < {before}", rollup.name),
+                sql: format!("DELETE FROM {name}_{suffix} WHERE bucket < {before}"),
                 binds: vec![horizon(days)],
                 retention: true,
             });
@@ -224,7 +256,8 @@ mod tests {
 
     #[test]
     fn hourly_search_rollup_merges_minutes() {
-        let dialect = Dialect { bucket: |c, w| format!("({c} / {w}) * {w}"), params: ("?", "?") };
+        let dialect =
+            Dialect { bucket: |c, w| format!("({c} / {w}) * {w}"), params: ("?", "?"), join: "group_concat" };
         let (delete, insert) = ROLLUPS[0].recompute(1, &dialect);
         assert_eq!(delete, "DELETE FROM search_rollup_1h WHERE bucket >= ? AND bucket < ?");
         assert!(insert.starts_with(

@@ -22,8 +22,11 @@ pub struct SqliteStorage {
     retention: RetentionConfig,
 }
 
-const DIALECT: Dialect =
-    Dialect { bucket: |col, width| format!("({col} / {width}) * {width}"), params: ("?1", "?2") };
+const DIALECT: Dialect = Dialect {
+    bucket: |col, width| format!("({col} / {width}) * {width}"),
+    params: ("?1", "?2"),
+    join: "group_concat",
+};
 
 impl SqliteStorage {
     pub fn new(path: &Path, config: &StorageConfig, retention: RetentionConfig) -> Result<Self, String> {
