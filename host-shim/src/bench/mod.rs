@@ -268,6 +268,27 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
     if den == 0.0 { 0.0 } else { num / den }
 }
 
+/// The 1-minute load average (`/proc/loadavg`): recorded beside figures
+/// so a run that shared the machine with other work shows it.
+pub fn load_average() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Warns when something else keeps the CPUs busy before a benchmark.
+pub fn warn_if_busy() -> f64 {
+    let load = load_average();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if load > 0.5 * cores {
+        eprintln!(
+            "bench: warning: load average {load:.2} on {cores} cores before starting: figures will be noisy"
+        );
+    }
+    load
+}
+
 /// "met" or "MISSED", for the figures' verdict lines.
 pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde::Serialize;
 
-use super::{Common, HostProcess, make_corpus, median, throughput::checked};
+use super::{Common, HostProcess, load_average, make_corpus, median, throughput::checked, warn_if_busy};
 use crate::workload::{
     http::Client,
     loadgen::{self, LoadConfig},
@@ -45,10 +45,13 @@ struct Figures {
     series: usize,
     families: usize,
     project_label_values: usize,
+    load_average_before: f64,
+    load_average_after: f64,
 }
 
 pub fn run(args: &ScrapeArgs) -> anyhow::Result<()> {
     args.common.check()?;
+    let load_before = warn_if_busy();
     let work = args.common.workdir.join("scrape");
     let corpus = make_corpus(&work.join("corpus"), args.files, args.projects)?;
     let host = HostProcess::start(&work.join("host"), "scrape", &args.common.plugin, true, &corpus.projects)?;
@@ -98,6 +101,8 @@ pub fn run(args: &ScrapeArgs) -> anyhow::Result<()> {
             series,
             families,
             project_label_values: projects.len(),
+            load_average_before: load_before,
+            load_average_after: load_average(),
         })
     })?;
     host.stop()?;
@@ -109,7 +114,7 @@ pub fn run(args: &ScrapeArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "/metrics with {} projects: median {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} scrapes; {} bytes, {} series in {} families, {} project label values",
+        "/metrics with {} projects: median {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} scrapes; {} bytes, {} series in {} families, {} project label values (load average {:.2} before, {:.2} after)",
         figures.projects,
         figures.median_ms,
         figures.p99_ms,
@@ -119,6 +124,8 @@ pub fn run(args: &ScrapeArgs) -> anyhow::Result<()> {
         figures.series,
         figures.families,
         figures.project_label_values,
+        figures.load_average_before,
+        figures.load_average_after,
     );
     args.common.emit(&figures)
 }

@@ -4,13 +4,30 @@
 //! `false` in the other) and take turns: every round loads each for the
 //! same time with the same closed-loop workload (fixed connections, same
 //! seed), in alternating order (on-off, off-on, …) so drift hits both
-//! alike. The enabled host's plugin drains its queue before the other runs.
+//! alike. The enabled host's plugin drains its queue before either runs.
 //! Figures are medians over rounds, and the ratios of those medians.
+//!
+//! Two workload mixes, each after a warm-up that brings the caches to a
+//! steady state:
+//! - `realistic`: loadgen's default mix (Zipf terms, 8% words found
+//!   nowhere, regexes, phrases, case variants, opens). Fresh zero-result
+//!   words and long-tail terms keep some searches scanning the corpus.
+//! - `hot`: the 100 most frequent terms only, so every search is an L1 hit
+//!   and a request costs little more than HTTP: the worst case for the
+//!   plugin's share of the cost.
 
+use clap::ValueEnum;
 use serde::Serialize;
 
-use super::{Common, HostProcess, make_corpus, median, verdict};
+use super::{Common, HostProcess, load_average, make_corpus, median, verdict, warn_if_busy};
 use crate::workload::loadgen::{self, LoadConfig, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    Realistic,
+    Hot,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ThroughputArgs {
@@ -22,14 +39,17 @@ pub struct ThroughputArgs {
     /// Projects the corpus is split into.
     #[arg(long, default_value_t = 3)]
     pub projects: usize,
-    /// Rounds; each measures both hosts once.
+    /// Workload mixes to measure, in this order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mix::Realistic, Mix::Hot])]
+    pub mix: Vec<Mix>,
+    /// Rounds per mix; each measures both hosts once.
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,
     /// Seconds of load per host per round.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Seconds of unmeasured load per host before the first round.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds of unmeasured load per host before each mix's rounds.
+    #[arg(long, default_value_t = 20.0)]
     pub warmup: f64,
     /// Concurrent connections of the closed loop.
     #[arg(long, default_value_t = 8)]
@@ -49,15 +69,13 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     requests: u64,
+    cache_hits: u64,
+    searches: u64,
 }
 
 #[derive(Debug, Serialize)]
-struct Figures {
-    benchmark: &'static str,
-    files: usize,
-    projects: usize,
-    connections: usize,
-    seconds_per_round: f64,
+struct MixFigures {
+    mix: Mix,
     rounds: Vec<Round>,
     median_rps_enabled: f64,
     median_rps_disabled: f64,
@@ -67,101 +85,166 @@ struct Figures {
     throughput_ratio: f64,
     /// Goal: at most 1.05.
     p99_ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    benchmark: &'static str,
+    files: usize,
+    projects: usize,
+    connections: usize,
+    seconds_per_round: f64,
+    warmup_seconds: f64,
+    mixes: Vec<MixFigures>,
     plugin_events_received: u64,
+    load_average_before: f64,
+    load_average_after: f64,
+}
+
+impl Mix {
+    fn load(self, host: &HostProcess, seconds: f64, connections: usize, seed: u64) -> LoadConfig {
+        let base = LoadConfig {
+            url: host.url(),
+            seconds,
+            connections,
+            reindex_every: 0.0,
+            seed,
+            ..LoadConfig::default()
+        };
+        match self {
+            Mix::Realistic => base,
+            Mix::Hot => LoadConfig {
+                vocabulary: 100,
+                zero_share: 0.0,
+                regex_share: 0.0,
+                phrase_share: 0.0,
+                case_share: 0.0,
+                ..base
+            },
+        }
+    }
 }
 
 pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
     args.common.check()?;
+    let load_before = warn_if_busy();
     let work = &args.common.workdir.join("throughput");
     let corpus = make_corpus(&work.join("corpus"), args.files, args.projects)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugin = &args.common.plugin;
     let on = HostProcess::start(&work.join("host-on"), "on", plugin, true, &corpus.projects)?;
     let off = HostProcess::start(&work.join("host-off"), "off", plugin, false, &corpus.projects)?;
-    let figures = runtime.block_on(async {
+    let (mixes, events) = runtime.block_on(async {
         on.wait_ready().await?;
         off.wait_ready().await?;
-        let load = |host: &HostProcess, seconds: f64, seed: u64| LoadConfig {
-            url: host.url(),
-            seconds,
-            connections: args.connections,
-            reindex_every: 0.0,
-            seed,
-            ..LoadConfig::default()
-        };
-        for host in [&on, &off] {
-            if args.warmup > 0.0 {
-                checked(loadgen::run(&load(host, args.warmup, 0)).await?, host)?;
-            }
-        }
-        let mut rounds = Vec::new();
-        for round in 0..args.rounds {
-            let order = if round % 2 == 0 { [&on, &off] } else { [&off, &on] };
-            let mut results = Vec::new();
-            for host in order {
-                on.wait_plugin_idle().await?;
-                let report = checked(loadgen::run(&load(host, args.seconds, 1 + round as u64)).await?, host)?;
-                eprintln!(
-                    "bench: round {} plugin {:<8} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
-                    round + 1,
-                    if host.label == "on" { "enabled" } else { "disabled" },
-                    report.requests_per_second,
-                    report.latency_ms.p50,
-                    report.latency_ms.p99
-                );
-                results.push((host.label.clone(), report));
-            }
-            let pick = |label: &str| {
-                let r = &results.iter().find(|(l, _)| l == label).expect("both ran").1;
-                Measured {
-                    requests_per_second: r.requests_per_second,
-                    p50_ms: r.latency_ms.p50,
-                    p99_ms: r.latency_ms.p99,
-                    requests: r.requests,
+        let mut mixes = Vec::new();
+        for &mix in &args.mix {
+            for host in [&on, &off] {
+                if args.warmup > 0.0 {
+                    on.wait_plugin_idle().await?;
+                    checked(loadgen::run(&mix.load(host, args.warmup, args.connections, 0)).await?, host)?;
                 }
-            };
-            rounds.push(Round { round: round + 1, enabled: pick("on"), disabled: pick("off") });
+            }
+            mixes.push(measure_mix(args, mix, &on, &off).await?);
         }
-        let events = on.plugin_events().await?;
-        let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
-        let (rps_on, rps_off) =
-            (med(|r| r.enabled.requests_per_second), med(|r| r.disabled.requests_per_second));
-        let (p99_on, p99_off) = (med(|r| r.enabled.p99_ms), med(|r| r.disabled.p99_ms));
-        anyhow::Ok(Figures {
-            benchmark: "throughput",
-            files: corpus.files,
-            projects: corpus.projects.len(),
-            connections: args.connections,
-            seconds_per_round: args.seconds,
-            rounds,
-            median_rps_enabled: rps_on,
-            median_rps_disabled: rps_off,
-            median_p99_ms_enabled: p99_on,
-            median_p99_ms_disabled: p99_off,
-            throughput_ratio: rps_on / rps_off,
-            p99_ratio: p99_on / p99_off,
-            plugin_events_received: events,
-        })
+        anyhow::Ok((mixes, on.plugin_events().await?))
     })?;
     on.stop()?;
     off.stop()?;
+    let figures = Figures {
+        benchmark: "throughput",
+        files: corpus.files,
+        projects: corpus.projects.len(),
+        connections: args.connections,
+        seconds_per_round: args.seconds,
+        warmup_seconds: args.warmup,
+        mixes,
+        plugin_events_received: events,
+        load_average_before: load_before,
+        load_average_after: load_average(),
+    };
     println!(
-        "throughput ({} files, {} connections, {} rounds x {} s per host):\n  plugin enabled:  median {:.0} req/s, p99 {:.3} ms\n  plugin disabled: median {:.0} req/s, p99 {:.3} ms\n  throughput ratio {:.3} (goal >= 0.97: {})   p99 ratio {:.3} (goal <= 1.05: {})   plugin received {} events",
+        "throughput ({} files, {} connections, {} rounds x {} s per host and mix; load average {:.2} before, {:.2} after):",
         figures.files,
         figures.connections,
-        figures.rounds.len(),
+        args.rounds,
         figures.seconds_per_round,
-        figures.median_rps_enabled,
-        figures.median_p99_ms_enabled,
-        figures.median_rps_disabled,
-        figures.median_p99_ms_disabled,
-        figures.throughput_ratio,
-        verdict(figures.throughput_ratio >= 0.97),
-        figures.p99_ratio,
-        verdict(figures.p99_ratio <= 1.05),
-        figures.plugin_events_received,
+        figures.load_average_before,
+        figures.load_average_after,
     );
+    for m in &figures.mixes {
+        println!(
+            "  {:?} mix: enabled median {:.0} req/s, p99 {:.3} ms; disabled median {:.0} req/s, p99 {:.3} ms\n    throughput ratio {:.3} (goal >= 0.97: {})   p99 ratio {:.3} (goal <= 1.05: {})",
+            m.mix,
+            m.median_rps_enabled,
+            m.median_p99_ms_enabled,
+            m.median_rps_disabled,
+            m.median_p99_ms_disabled,
+            m.throughput_ratio,
+            verdict(m.throughput_ratio >= 0.97),
+            m.p99_ratio,
+            verdict(m.p99_ratio <= 1.05),
+        );
+    }
+    println!("  the enabled host's plugin received {} events", figures.plugin_events_received);
     args.common.emit(&figures)
+}
+
+async fn measure_mix(
+    args: &ThroughputArgs,
+    mix: Mix,
+    on: &HostProcess,
+    off: &HostProcess,
+) -> anyhow::Result<MixFigures> {
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [on, off] } else { [off, on] };
+        let mut results = Vec::new();
+        for host in order {
+            on.wait_plugin_idle().await?;
+            let config = mix.load(host, args.seconds, args.connections, 1 + round as u64);
+            let report = checked(loadgen::run(&config).await?, host)?;
+            eprintln!(
+                "bench: {mix:?} round {} plugin {:<8} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cache hits {:.1}%",
+                round + 1,
+                if host.label == "on" { "enabled" } else { "disabled" },
+                report.requests_per_second,
+                report.latency_ms.p50,
+                report.latency_ms.p99,
+                100.0 * hits(&report) as f64 / report.searches.max(1) as f64,
+            );
+            results.push((host.label.clone(), report));
+        }
+        let pick = |label: &str| {
+            let r = &results.iter().find(|(l, _)| l == label).expect("both ran").1;
+            Measured {
+                requests_per_second: r.requests_per_second,
+                p50_ms: r.latency_ms.p50,
+                p99_ms: r.latency_ms.p99,
+                requests: r.requests,
+                cache_hits: hits(r),
+                searches: r.searches,
+            }
+        };
+        rounds.push(Round { round: round + 1, enabled: pick("on"), disabled: pick("off") });
+    }
+    let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let (rps_on, rps_off) = (med(|r| r.enabled.requests_per_second), med(|r| r.disabled.requests_per_second));
+    let (p99_on, p99_off) = (med(|r| r.enabled.p99_ms), med(|r| r.disabled.p99_ms));
+    Ok(MixFigures {
+        mix,
+        rounds,
+        median_rps_enabled: rps_on,
+        median_rps_disabled: rps_off,
+        median_p99_ms_enabled: p99_on,
+        median_p99_ms_disabled: p99_off,
+        throughput_ratio: rps_on / rps_off,
+        p99_ratio: p99_on / p99_off,
+    })
+}
+
+fn hits(report: &Report) -> u64 {
+    report.cache.l1 + report.cache.l2 + report.cache.l3
 }
 
 /// A run with failed requests measures nothing: it is an error.

@@ -78,6 +78,10 @@ pub struct LoadConfig {
     /// Share of searches for words that occur nowhere.
     #[arg(long, default_value_t = 0.08)]
     pub zero_share: f64,
+    /// Words found nowhere are drawn from a pool of this many (a user
+    /// repeats a failing query); 0: a fresh word every time (never cached).
+    #[arg(long, default_value_t = 0)]
+    pub zero_words: u64,
     /// Share of regex searches built from a term.
     #[arg(long, default_value_t = 0.07)]
     pub regex_share: f64,
@@ -537,7 +541,7 @@ impl Shared {
         };
         match burst {
             BurstKind::Errors => return (format!("({}", regex::escape(&term)), "regex"),
-            BurstKind::Zero => return (nothing(rng), "literal"),
+            BurstKind::Zero => return (nothing(rng, 0), "literal"),
             BurstKind::Slow => {
                 return (format!(r"\w+_\w+\s*\(\w*{}\w*\)", rng.below(1_000_000)), "regex");
             }
@@ -546,7 +550,7 @@ impl Shared {
         let r = rng.unit();
         let mut edge = c.zero_share;
         if r < edge {
-            return (nothing(rng), "literal");
+            return (nothing(rng, c.zero_words), "literal");
         }
         edge += c.regex_share;
         if r < edge {
@@ -579,9 +583,11 @@ impl Shared {
     }
 }
 
-/// A word no generated or real source contains.
-fn nothing(rng: &mut Rng) -> String {
-    format!("zq{:012x}", rng.next_u64() & 0xffff_ffff_ffff)
+/// A word no generated or real source contains: fresh, or one of a pool
+/// of `pool` words.
+fn nothing(rng: &mut Rng, pool: u64) -> String {
+    let n = if pool == 0 { rng.next_u64() } else { Rng::new(rng.next_u64() % pool).next_u64() };
+    format!("zq{:012x}", n & 0xffff_ffff_ffff)
 }
 
 #[derive(Deserialize)]
