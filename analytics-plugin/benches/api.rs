@@ -6,7 +6,11 @@
 //! ```text
 //! cargo bench -p context-analytics --bench api -- --url sqlite:///tmp/api-bench.db --events 1000000
 //! cargo bench -p context-analytics --bench api -- --url postgres://postgres@127.0.0.1:55433/analytics --events 1000000
+//! cargo bench -p context-analytics --bench api -- --url postgres://postgres@127.0.0.1:55434/postgres --timescale --events 1000000
 //! ```
+//! `--timescale`: the TimescaleDB test server (one connection; its tables
+//! are emptied first; continuous aggregates refreshed instead of the
+//! maintenance pass).
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +52,7 @@ fn main() {
         arg("--url").unwrap_or_else(|| format!("sqlite://{}/api-bench.db", std::env::temp_dir().display()));
     let events: i64 = arg("--events").map_or(1_000_000, |v| v.parse().unwrap());
     let runs: usize = arg("--runs").map_or(15, |v| v.parse().unwrap());
+    let timescale = std::env::args().any(|a| a == "--timescale");
     if let Some(path) = url.strip_prefix("sqlite://") {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
@@ -63,8 +68,10 @@ fn main() {
         data_dir: RString::from(dir.to_string_lossy().as_ref()),
         services: HostServices::leak(log),
     };
+    let backend =
+        if timescale { "timescaledb = \"on\"\nmax_connections = 1" } else { "timescaledb = \"off\"" };
     let config = format!(
-        "[storage]\nurl = \"{url}\"\ntimescaledb = \"off\"\nmaintenance_interval_secs = 86400\n\
+        "[storage]\nurl = \"{url}\"\n{backend}\nmaintenance_interval_secs = 86400\n\
          [retention]\nraw_days = 32\nminute_days = 32"
     );
     let plugin = AnalyticsPlugin::new(host, &config).expect("plugin starts");
@@ -75,6 +82,15 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let store = plugin.shared().storage.clone();
+    if timescale {
+        runtime.block_on(async {
+            for table in
+                ["search_events", "index_events", "open_events", "project_snapshots", "ingest_progress"]
+            {
+                store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await.unwrap();
+            }
+        });
+    }
     let end = now_us();
     let span = 30 * 86_400_000_000i64;
     let started = Instant::now();
@@ -114,7 +130,19 @@ fn main() {
     });
     let loaded = started.elapsed();
     let rolled = Instant::now();
-    runtime.block_on(store.maintain(now_us())).unwrap();
+    if timescale {
+        runtime.block_on(async {
+            for view in ["search_rollup", "search_latency", "index_rollup", "open_rollup", "snapshot_rollup"]
+            {
+                for level in ["1h", "1d"] {
+                    let call = format!("CALL refresh_continuous_aggregate('{view}_{level}', NULL, NULL)");
+                    store.query_strings(&call).await.unwrap();
+                }
+            }
+        });
+    } else {
+        runtime.block_on(store.maintain(now_us())).unwrap();
+    }
     println!(
         "loaded {events} events over 30 days in {:.1} s, rolled up in {:.1} s ({})",
         loaded.as_secs_f64(),
