@@ -93,26 +93,31 @@ fn content_type(format: &str) -> &'static str {
     }
 }
 
-/// One CSV field: quoted when needed; text that a spreadsheet would run as a
-/// formula is prefixed with `'`.
+/// One CSV field.
 fn csv_field(out: &mut String, value: &Json) {
-    let text = match value {
-        Json::Null => return,
-        Json::String(s) => {
-            if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-                format!("'{s}")
-            } else {
-                s.clone()
-            }
-        }
-        other => other.to_string(),
-    };
-    if text.contains([',', '"', '\n', '\r']) {
+    match value {
+        Json::Null => {}
+        Json::String(s) => csv_text(out, s),
+        other => csv_text(out, &other.to_string()),
+    }
+}
+
+/// Text as one CSV field: quoted when needed; text that a spreadsheet would
+/// run as a formula is prefixed with `'`.
+fn csv_text(out: &mut String, text: &str) {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quoted = text.contains([',', '"', '\n', '\r']);
+    if quoted {
         out.push('"');
+    }
+    if formula {
+        out.push('\'');
+    }
+    if quoted {
         out.push_str(&text.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(&text);
+        out.push_str(text);
     }
 }
 
@@ -260,13 +265,11 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
             if done {
                 return None;
             }
-            let mut values: Vec<Vec<Json>> = Vec::with_capacity(CHUNK_ROWS);
+            let mut values: Vec<Vec<Value>> = Vec::with_capacity(CHUNK_ROWS);
             let mut finished = false;
             while values.len() < CHUNK_ROWS {
                 match rows.recv().await {
-                    Some(Ok(row)) => {
-                        values.push(row.iter().enumerate().map(|(i, v)| to_json(&columns, i, v)).collect())
-                    }
+                    Some(Ok(row)) => values.push(row),
                     // Headers are sent: end the body early; the client sees
                     // a truncated download rather than a false success.
                     Some(Err(e)) => {
@@ -278,7 +281,7 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
                     }
                 }
             }
-            let mut chunk = render(format, &columns, &values, sent == 0);
+            let mut chunk = render_raw(format, &columns, &values, sent == 0);
             if finished && format == "json" {
                 chunk.push(']');
             }
@@ -312,13 +315,68 @@ fn filter_binds(ctx: &Ctx<'_>) -> (String, Vec<Value>) {
     (text, binds)
 }
 
-fn to_json(columns: &[&str], index: usize, value: &Value) -> Json {
-    match (columns[index], value) {
-        ("time", v) => json!(crate::time::format_rfc3339(v.as_i64())),
-        ("top_results", Value::Text(t)) => serde_json::from_str(t).unwrap_or(Json::Null),
-        (_, Value::Null) => Json::Null,
-        (_, Value::Int(v)) => json!(v),
-        (_, Value::Float(v)) => json!(v),
-        (_, Value::Text(t)) => json!(t),
+/// Renders raw rows straight from the database values (no JSON value per
+/// cell): `time` as RFC 3339, `top_results` as the JSON array text stored.
+fn render_raw(format: &str, columns: &[&str], rows: &[Vec<Value>], first: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(rows.len() * 160);
+    for (r, row) in rows.iter().enumerate() {
+        match format {
+            "csv" => {
+                for (i, value) in row.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match (columns[i], value) {
+                        ("time", v) => out.push_str(&crate::time::format_rfc3339(v.as_i64())),
+                        (_, Value::Null) => {}
+                        (_, Value::Int(v)) => {
+                            let _ = write!(out, "{v}");
+                        }
+                        (_, Value::Float(v)) => {
+                            let _ = write!(out, "{v}");
+                        }
+                        (_, Value::Text(t)) => csv_text(&mut out, t),
+                    }
+                }
+                out.push_str("\r\n");
+            }
+            _ => {
+                if format == "json" && !(first && r == 0) {
+                    out.push(',');
+                }
+                out.push('{');
+                for (i, value) in row.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push('"');
+                    out.push_str(columns[i]);
+                    out.push_str("\":");
+                    match (columns[i], value) {
+                        ("time", v) => {
+                            let _ = write!(out, "\"{}\"", crate::time::format_rfc3339(v.as_i64()));
+                        }
+                        // Stored as a JSON array by the plugin itself.
+                        ("top_results", Value::Text(t)) => out.push_str(t),
+                        (_, Value::Int(v)) => {
+                            let _ = write!(out, "{v}");
+                        }
+                        (_, Value::Float(v)) if v.is_finite() => {
+                            let _ = write!(out, "{v}");
+                        }
+                        (_, Value::Text(t)) => {
+                            out.push_str(&serde_json::to_string(t.as_str()).unwrap_or_else(|_| "null".into()))
+                        }
+                        (_, Value::Null | Value::Float(_)) => out.push_str("null"),
+                    }
+                }
+                out.push('}');
+                if format == "ndjson" {
+                    out.push('\n');
+                }
+            }
+        }
     }
+    out
 }
