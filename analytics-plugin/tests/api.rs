@@ -432,6 +432,15 @@ async fn every_backend_answers_the_same_and_matches_brute_force() {
     assert_eq!(cache["overall"]["l1"]["hits"], searches.iter().filter(|s| s.cache == "l1").count());
     assert_eq!(cache["overall"]["l1"]["lookups"], searches.len());
 
+    // Code health: the trend's last day sees the whole range, so its dead
+    // files are the range's dead files.
+    let health = &answers[&format!("/api/v1/analytics/code-health?{range}&page_size=3")][0];
+    for project in health["projects"].as_array().unwrap() {
+        let trend = project["trend"].as_array().unwrap();
+        assert!(!trend.is_empty(), "{project}");
+        assert_eq!(trend.last().unwrap()["dead_files"], project["dead_code"]["files"], "{project}");
+    }
+
     // Top queries: counts per query text.
     let top = &answers[&format!("/api/v1/analytics/top-queries?{range}&limit=10")][0];
     for entry in top["queries"].as_array().unwrap() {

@@ -33,6 +33,8 @@ pub struct Dataset {
     pub rows: Vec<Vec<Json>>,
 }
 
+const DAY: i64 = 86_400_000_000;
+
 fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
@@ -708,8 +710,8 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
 /// `code-health`, per project: index coverage (last snapshot), dead code
 /// (files indexed in the range and never returned nor opened in it, listed
 /// with pagination), hot spots (files accessed more than `factor` times the
-/// project's average), duplication, and the daily trend of coverage and
-/// duplication.
+/// project's average), duplication, and the daily trend of coverage, dead
+/// code and hot spots.
 pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) -> Result<Dataset, ApiError> {
     let sql = ctx.sql;
     let (filter, binds) = ctx.filter("time");
@@ -726,19 +728,32 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
             &binds,
         )
         .await?;
-    // Accesses per indexed file: returned in results or opened.
+    // Accesses per indexed file (returned in results or opened), with when
+    // the file was first indexed and first reached in the range.
+    let reached = format!(
+        "SELECT s.project AS project, {} AS path, {} AS t FROM search_events s, {} WHERE {sfilter} \
+         UNION ALL SELECT project, path, {} AS t FROM open_events WHERE {filter}",
+        sql.result_path_col(),
+        sql.us("s.time"),
+        sql.result_paths(),
+        sql.us("time"),
+    );
     let accesses = ctx
         .rows(
             &format!(
-                "SELECT i.project, i.path, CAST(COALESCE(a.n, 0) AS BIGINT) FROM \
-                 (SELECT DISTINCT project, path FROM index_events WHERE {filter} AND outcome = 'indexed') i \
-                 LEFT JOIN (SELECT project, path, count(*) AS n FROM ( \
-                    SELECT s.project AS project, {} AS path FROM search_events s, {} WHERE {sfilter} \
-                    UNION ALL SELECT project, path FROM open_events WHERE {filter}) x GROUP BY project, path) a \
+                "SELECT i.project, i.path, CAST(COALESCE(a.n, 0) AS BIGINT), CAST(i.first AS BIGINT), CAST(a.first AS BIGINT) FROM \
+                 (SELECT project, path, min({}) AS first FROM index_events WHERE {filter} AND outcome = 'indexed' GROUP BY project, path) i \
+                 LEFT JOIN (SELECT project, path, count(*) AS n, min(t) AS first FROM ({reached}) x GROUP BY project, path) a \
                  ON a.project = i.project AND a.path = i.path ORDER BY 1, 2",
-                sql.result_path_col(),
-                sql.result_paths()
+                sql.us("time")
             ),
+            &binds,
+        )
+        .await?;
+    // Accesses per file and day, for the hot-spot trend.
+    let daily = ctx
+        .rows(
+            &format!("SELECT project, path, ((t / {DAY}) * {DAY}), CAST(count(*) AS BIGINT) FROM ({reached}) x GROUP BY 1, 2, 3"),
             &binds,
         )
         .await?;
@@ -768,11 +783,23 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
         );
     }
     let mut files: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+    // (first indexed, first reached) per project's files, for the trend.
+    let mut firsts: BTreeMap<String, Vec<(i64, Option<i64>)>> = BTreeMap::new();
     for row in accesses {
+        let project = row[0].as_str().unwrap_or("").to_owned();
         files
-            .entry(row[0].as_str().unwrap_or("").to_owned())
+            .entry(project.clone())
             .or_default()
             .push((row[1].as_str().unwrap_or("").to_owned(), row[2].as_i64()));
+        let first_reached = (row[4] != Value::Null).then(|| row[4].as_i64());
+        firsts.entry(project).or_default().push((row[3].as_i64(), first_reached));
+    }
+    let mut per_day: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
+    for row in daily {
+        per_day
+            .entry((row[0].as_str().unwrap_or("").to_owned(), row[2].as_i64()))
+            .or_default()
+            .push(row[3].as_i64());
     }
     let mut export = Vec::new();
     for (project, list) in &files {
@@ -805,18 +832,59 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
             export.push(vec![json!(project), json!(path), json!(format!("hot:{n}"))]);
         }
     }
+    let coverage: BTreeMap<(String, i64), Json> = trend
+        .iter()
+        .map(|row| {
+            (
+                (row[1].as_str().unwrap_or("").to_owned(), row[0].as_i64()),
+                ratio(row[3].as_i64(), row[2].as_i64()),
+            )
+        })
+        .collect();
+    // One point per day of the range: coverage from the day's snapshots;
+    // dead files = indexed by the day's end and not reached since the range
+    // began; hot spots = files reached that day more than `factor` times the
+    // day's average per indexed file.
+    let first_day = ctx.range.from_us.div_euclid(DAY) * DAY;
+    let days: Vec<i64> = (0..).map(|i| first_day + i * DAY).take_while(|d| *d < ctx.range.to_us).collect();
     let mut trends: BTreeMap<String, Vec<Json>> = BTreeMap::new();
-    for row in trend {
-        trends.entry(row[1].as_str().unwrap_or("").to_owned()).or_default().push(json!({
-            "time": format_rfc3339(row[0].as_i64()),
-            "index_coverage": ratio(row[3].as_i64(), row[2].as_i64()),
-        }));
+    let names: std::collections::BTreeSet<String> =
+        firsts.keys().cloned().chain(coverage.keys().map(|(p, _)| p.clone())).collect();
+    for project in names {
+        let list = firsts.get(&project).map(Vec::as_slice).unwrap_or(&[]);
+        let points = days
+            .iter()
+            .map(|&day| {
+                let end = day + DAY;
+                let indexed = list.iter().filter(|(first, _)| *first < end).count() as i64;
+                let dead = list
+                    .iter()
+                    .filter(|(first, reached)| *first < end && reached.is_none_or(|r| r >= end))
+                    .count() as i64;
+                let counts = per_day.get(&(project.clone(), day)).map(Vec::as_slice).unwrap_or(&[]);
+                let total: i64 = counts.iter().sum();
+                let hot = if indexed == 0 || total == 0 {
+                    0
+                } else {
+                    let threshold = factor * total as f64 / indexed as f64;
+                    counts.iter().filter(|n| **n as f64 > threshold).count()
+                };
+                json!({
+                    "time": format_rfc3339(day),
+                    "index_coverage": coverage.get(&(project.clone(), day)).cloned().unwrap_or(Json::Null),
+                    "dead_files": dead,
+                    "dead_code_ratio": ratio(dead, indexed),
+                    "hot_spots": hot,
+                })
+            })
+            .collect();
+        trends.insert(project, points);
     }
     let list: Vec<Json> = projects
         .into_iter()
         .map(|(project, mut entry)| {
             entry["project"] = json!(project);
-            entry["coverage_trend"] = json!(trends.remove(&project).unwrap_or_default());
+            entry["trend"] = json!(trends.remove(&project).unwrap_or_default());
             entry
         })
         .collect();

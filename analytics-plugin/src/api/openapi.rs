@@ -191,7 +191,7 @@ pub fn document() -> Value {
         json!({
             "range": range_schema(),
             "project": project_field(),
-            "projects": {"type": "array", "items": {"type": "object", "required": ["project", "coverage_trend"], "properties": {
+            "projects": {"type": "array", "items": {"type": "object", "required": ["project", "trend"], "properties": {
                 "project": {"type": "string"},
                 "total_files": int(), "indexed_files": int(), "index_coverage": num(), "duplication_ratio": num(),
                 "files_seen": int(),
@@ -203,7 +203,10 @@ pub fn document() -> Value {
                     "factor": {"type": "number"}, "average_accesses": num(),
                     "files": {"type": "array", "items": obj(&["path", "accesses"], json!({"path": {"type": "string"}, "accesses": int()}))},
                 })),
-                "coverage_trend": {"type": "array", "items": obj(&["time", "index_coverage"], json!({"time": {"type": "string", "format": "date-time"}, "index_coverage": num()}))},
+                "trend": {"type": "array", "items": obj(
+                    &["time", "index_coverage", "dead_files", "dead_code_ratio", "hot_spots"],
+                    json!({"time": {"type": "string", "format": "date-time"}, "index_coverage": num(), "dead_files": int(), "dead_code_ratio": num(), "hot_spots": int()}),
+                )},
             }}},
         }),
     );
