@@ -3,7 +3,7 @@
 # the figures with the command that made them.
 #
 #   scripts/bench.sh                        release build, every benchmark at
-#                                           full size (about 10 minutes on 2 cores)
+#                                           full size (about 15 minutes on 2 cores)
 #   scripts/bench.sh --postgres-url URL     also ingest and route latency on
 #                                           PostgreSQL (scripts/db/postgres.sh
 #                                           starts one)
