@@ -82,7 +82,11 @@ async fn insert_chunked<'a, T: 'a>(
     let width = columns.split(',').count();
     let per_statement = MAX_VARIABLES / width;
     for chunk in items.chunks(per_statement) {
-        let mut query = sqlx::query(AssertSqlSafe(insert_sql(table, columns, chunk.len())));
+        // Only the full-size statement is kept prepared: every batch ends
+        // with a chunk of another size, and caching one statement per size
+        // (each with thousands of parameters) grew memory by hundreds of MB.
+        let mut query = sqlx::query(AssertSqlSafe(insert_sql(table, columns, chunk.len())))
+            .persistent(chunk.len() == per_statement);
         for item in chunk {
             query = bind(query, item);
         }
