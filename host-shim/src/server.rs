@@ -430,26 +430,24 @@ fn futures_stream(
 
 fn into_axum_response(response: HttpResponse) -> Response {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let (headers, _) = convert_headers(response.headers);
+    let headers = convert_headers(response.headers);
     let mut out = Response::new(Body::from(response.body.into_vec()));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
 }
 
-/// Converts plugin headers, dropping (and counting) invalid ones.
-fn convert_headers(headers: RVec<Header>) -> (HeaderMap, usize) {
+/// Converts plugin headers, dropping invalid ones.
+fn convert_headers(headers: RVec<Header>) -> HeaderMap {
     let mut map = HeaderMap::new();
-    let mut invalid = 0;
     for header in headers {
-        match (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_str(header.value.as_str())) {
-            (Ok(name), Ok(value)) => {
-                map.append(name, value);
-            }
-            _ => invalid += 1,
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_str(header.value.as_str()))
+        {
+            map.append(name, value);
         }
     }
-    (map, invalid)
+    map
 }
 
 enum PluginReply {
@@ -474,7 +472,7 @@ impl ReplySink for HostReplySink {
     fn start_stream(&mut self, status: u16, headers: RVec<Header>) -> bool {
         let Some(reply) = self.reply.take() else { return false };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let (headers, _) = convert_headers(headers);
+        let headers = convert_headers(headers);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_CHUNKS);
         self.stream = Some(tx);
         reply.send(PluginReply::Stream { status, headers, body: rx }).is_ok()

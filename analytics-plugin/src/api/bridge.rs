@@ -74,21 +74,3 @@ pub async fn serve(router: Router, forwarded: HttpRequest, mut reply: ReplySinkB
     }
     tokio::task::block_in_place(|| reply.finish());
 }
-
-/// Runs one forwarded request and collects the whole answer (tests).
-pub async fn call(router: Router, forwarded: HttpRequest) -> HttpResponse {
-    let request = match request(forwarded) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let response = match router.oneshot(request).await {
-        Ok(response) => response,
-        Err(infallible) => match infallible {},
-    };
-    let (parts, body) = response.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(e) => format!("response body failed: {e}").into_bytes(),
-    };
-    HttpResponse { status: parts.status.as_u16(), headers: headers(&parts.headers), body: body.into() }
-}

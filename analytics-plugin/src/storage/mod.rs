@@ -20,6 +20,9 @@ use serde::Deserialize;
 
 use rows::RowBatch;
 
+/// The raw event tables, one per event kind, on every backend.
+pub const RAW_TABLES: [&str; 4] = ["search_events", "index_events", "open_events", "project_snapshots"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -237,6 +240,26 @@ impl Value {
             _ => None,
         }
     }
+}
+
+/// The query text and its bound values, ready to run on either backend.
+fn bound<DB>(
+    sql: String,
+    values: Vec<Value>,
+) -> sqlx::query::Query<'static, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> f64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    values.into_iter().fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |query, value| match value {
+        Value::Null => query.bind(None::<String>),
+        Value::Int(v) => query.bind(v),
+        Value::Float(v) => query.bind(v),
+        Value::Text(v) => query.bind(v),
+    })
 }
 
 /// Rows of [`Storage::stream`], in order; an error ends the stream.

@@ -35,8 +35,6 @@ const DIALECT: Dialect = Dialect {
     join: "string_agg",
 };
 
-const RAW_TABLES: [&str; 4] = ["search_events", "index_events", "open_events", "project_snapshots"];
-
 pub struct PgStorage {
     pool: PgPool,
     options: PgConnectOptions,
@@ -182,7 +180,7 @@ impl PgStorage {
     async fn apply_policies(&self, conn: &mut sqlx::PgConnection) -> Result<(), StorageError> {
         let r = &self.retention;
         let mut statements = Vec::new();
-        for table in RAW_TABLES {
+        for table in super::RAW_TABLES {
             statements.push(format!("SELECT remove_retention_policy('{table}', if_exists => true)"));
             statements.push(format!(
                 "SELECT add_retention_policy('{table}', drop_after => INTERVAL '{} days')",
@@ -351,14 +349,11 @@ impl Storage for PgStorage {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let (ranges, steps) = rollup::plan(dirty, now_us, &self.retention, &DIALECT, &RAW_TABLES);
+        let (ranges, steps) = rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES);
         report.rollup_ranges = ranges;
         for step in steps {
-            let mut query = sqlx::query(AssertSqlSafe(step.sql));
-            for value in step.binds {
-                query = query.bind(value);
-            }
-            let affected = query.execute(&mut *tx).await?.rows_affected();
+            let binds = step.binds.into_iter().map(super::Value::Int).collect();
+            let affected = super::bound(step.sql, binds).execute(&mut *tx).await?.rows_affected();
             if step.retention {
                 report.rows_deleted += affected;
             }
@@ -368,34 +363,14 @@ impl Storage for PgStorage {
     }
 
     async fn query(&self, sql: &str, binds: &[super::Value]) -> Result<Vec<Vec<super::Value>>, StorageError> {
-        let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
-        for bind in binds {
-            query = match bind {
-                super::Value::Null => query.bind(None::<String>),
-                super::Value::Int(v) => query.bind(*v),
-                super::Value::Float(v) => query.bind(*v),
-                super::Value::Text(v) => query.bind(v.clone()),
-            };
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = super::bound(sql.to_owned(), binds.to_vec()).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(super::decode_row).collect())
     }
 
     fn stream(&self, sql: String, binds: Vec<super::Value>) -> super::RowStream {
         let (tx, rx) = tokio::sync::mpsc::channel(super::STREAM_BUFFER_ROWS);
         let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for bind in binds {
-                query = match bind {
-                    super::Value::Null => query.bind(None::<String>),
-                    super::Value::Int(v) => query.bind(v),
-                    super::Value::Float(v) => query.bind(v),
-                    super::Value::Text(v) => query.bind(v),
-                };
-            }
-            super::forward(query.fetch(&pool), tx).await;
-        });
+        tokio::spawn(async move { super::forward(super::bound(sql, binds).fetch(&pool), tx).await });
         rx
     }
 
