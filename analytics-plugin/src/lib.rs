@@ -5,6 +5,7 @@
 //! [`pipeline`], written by it to [`storage`], and served over HTTP by the
 //! [`api`].
 
+pub mod alerting;
 pub mod api;
 pub mod collector;
 pub mod config;

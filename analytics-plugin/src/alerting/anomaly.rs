@@ -1,0 +1,1 @@
+//! Seasonal anomaly detection (median/MAD baselines).
