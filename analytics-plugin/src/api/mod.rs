@@ -36,6 +36,7 @@ pub fn route_specs() -> Vec<RouteSpec> {
     for name in routes::DATASETS.iter().chain(&["export", "openapi.json"]) {
         specs.push(RouteSpec::new(&format!("{API_PREFIX}/{name}"), &["GET"]));
     }
+    specs.push(RouteSpec::new(crate::alerting::api::PREFIX, &["GET", "POST", "PUT", "DELETE"]));
     specs.push(RouteSpec::new(API_PREFIX, &[]));
     specs
 }
@@ -52,6 +53,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/analytics/code-health", get(routes::code_health))
         .route("/api/v1/analytics/export", get(export::export))
         .route("/api/v1/analytics/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(crate::alerting::api::router())
         .fallback(not_found)
         .with_state(shared)
 }
