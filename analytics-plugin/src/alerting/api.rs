@@ -459,3 +459,165 @@ async fn dead_letters(
         .collect();
     Ok(Json(json!({"dead_letters": list})).into_response())
 }
+
+/// The alert routes' part of the OpenAPI document.
+pub fn openapi_paths() -> serde_json::Map<String, Json_> {
+    use super::{channel::Severity, config::Measure};
+    let severities: Vec<&str> = Severity::ALL.iter().map(|s| s.as_str()).collect();
+    let measures: Vec<&str> = Measure::ALL.iter().map(|m| m.name()).collect();
+    let duration = json!({"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w))+$", "description": "e.g. 30s, 5m, 1h30m"});
+    let time = json!({"type": "string", "format": "date-time"});
+    let labels = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let name = json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"});
+    let rule = json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["name", "measure", "op", "severity"],
+        "properties": {
+            "name": name, "measure": {"type": "string", "enum": measures},
+            "percentile": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "exclusiveMaximum": true, "maximum": 100,
+                "description": "search_latency only; default 95"},
+            "window": duration, "op": {"type": "string", "enum": [">", ">=", "<", "<=", "anomalous"]},
+            "threshold": {"type": "number", "description": "required unless op is anomalous (request_rate only)"},
+            "for": duration, "keep_firing_for": duration, "severity": {"type": "string", "enum": severities},
+            "min_samples": {"type": "integer", "minimum": 0}, "per_project": {"type": "boolean"},
+            "labels": labels, "annotations": labels, "repeat_interval": duration, "enabled": {"type": "boolean"},
+        },
+    });
+    let mut listed_rule = rule.clone();
+    listed_rule["additionalProperties"] = json!(true);
+    listed_rule["properties"]["source"] = json!({"type": "string", "enum": ["config", "api"]});
+    let nullable = |t: &str| json!({"type": t, "nullable": true});
+    let alert = json!({
+        "type": "object",
+        "required": ["fingerprint", "rule", "severity", "state", "labels", "annotations", "value", "threshold", "active_since", "acknowledgement", "silenced_by"],
+        "properties": {
+            "fingerprint": {"type": "string"}, "rule": {"type": "string"},
+            "severity": {"type": "string", "enum": severities}, "state": {"type": "string", "enum": ["pending", "firing"]},
+            "labels": labels, "annotations": labels, "value": nullable("number"), "threshold": nullable("number"),
+            "active_since": time, "fired_at": {"type": "string", "format": "date-time", "nullable": true},
+            "last_notified_at": {"type": "string", "format": "date-time", "nullable": true},
+            "repeats": {"type": "integer", "minimum": 0},
+            "acknowledgement": {"type": "object", "nullable": true, "properties": {"by": {"type": "string"}, "at": time, "comment": {"type": "string"}}},
+            "silenced_by": {"type": "array", "items": {"type": "string"}},
+        },
+    });
+    let matcher = json!({
+        "type": "object", "additionalProperties": false, "required": ["name", "value"],
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}, "value": {"type": "string"},
+            "op": {"type": "string", "enum": ["=", "!=", "=~", "!~"], "default": "="}},
+    });
+    let silence = json!({
+        "type": "object", "required": ["id", "matchers", "status", "starts_at", "ends_at", "created_by", "comment", "created_at"],
+        "properties": {"id": {"type": "string"}, "matchers": {"type": "array", "items": matcher},
+            "status": {"type": "string", "enum": ["pending", "active", "expired"]}, "starts_at": time, "ends_at": time,
+            "created_by": {"type": "string"}, "comment": {"type": "string"}, "created_at": time},
+    });
+    let err = |r: &str| json!({"$ref": format!("#/components/responses/{r}")});
+    let error_schema = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+    let not_found = json!({"description": "no such alert, rule or silence, or alerting is switched off", "content": error_schema});
+    let conflict = json!({"description": "a rule of that name exists", "content": error_schema});
+    let ok = |d: &str, schema: Json_| json!({"description": d, "content": {"application/json": {"schema": schema}}});
+    let query = |n: &str, d: &str, s: Json_| json!({"name": n, "in": "query", "required": false, "description": d, "schema": s});
+    let path = |n: &str| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}});
+    let op = |summary: &str, params: Vec<Json_>, body: Option<Json_>, responses: Json_| {
+        let mut o = json!({"summary": summary, "parameters": params, "security": [{"bearer": []}, {}], "responses": responses});
+        if let Some(b) = body {
+            o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": b}}});
+        }
+        o
+    };
+    let sev_param = query(
+        "severity",
+        "only this severity",
+        json!({"type": "string", "enum": ["any", "info", "warning", "error", "critical"], "default": "any"}),
+    );
+    let mut paths = serde_json::Map::new();
+    paths.insert(PREFIX.into(), json!({"get": op(
+        "Pending and firing alerts",
+        vec![
+            query("state", "only this state", json!({"type": "string", "enum": ["any", "pending", "firing"], "default": "any"})),
+            sev_param.clone(),
+            json!({"$ref": "#/components/parameters/project"}),
+            query("fingerprint", "one alert", json!({"type": "string"})),
+        ],
+        None,
+        json!({"200": ok("alerts", json!({"type": "object", "required": ["alerts", "leader"], "properties": {
+            "alerts": {"type": "array", "items": alert}, "leader": {"type": "boolean"}, "last_evaluation": {}}})),
+            "400": err("BadRequest"), "401": err("Unauthorized"), "404": not_found.clone(), "503": err("Unavailable")}),
+    )}));
+    paths.insert(format!("{PREFIX}/history"), json!({"get": op(
+        "Alert history: pending, firing, notified, repeat, silenced, acknowledged, resolved, inactive",
+        vec![
+            query("rule", "one rule", json!({"type": "string", "minLength": 1, "maxLength": 128})),
+            sev_param,
+            json!({"$ref": "#/components/parameters/project"}),
+            json!({"$ref": "#/components/parameters/timerange"}),
+            json!({"$ref": "#/components/parameters/from"}),
+            json!({"$ref": "#/components/parameters/to"}),
+            query("limit", "newest first", json!({"type": "integer", "minimum": 1, "maximum": 10000, "default": 500})),
+        ],
+        None,
+        json!({"200": ok("events", json!({"type": "object", "required": ["range", "events"], "properties": {
+            "range": {"type": "object"}, "events": {"type": "array", "items": {"type": "object", "required": ["time", "fingerprint", "rule", "severity", "event"]}}}})),
+            "400": err("BadRequest"), "401": err("Unauthorized"), "404": not_found.clone(), "503": err("Unavailable")}),
+    )}));
+    paths.insert(format!("{PREFIX}/{{fingerprint}}/ack"), json!({"post": op(
+        "Acknowledge a firing alert (admin): no repeats until it resolves",
+        vec![path("fingerprint")],
+        Some(json!({"type": "object", "additionalProperties": false, "required": ["by"], "properties": {
+            "by": {"type": "string", "minLength": 1, "maxLength": 128}, "comment": {"type": "string", "maxLength": 1000}}})),
+        json!({"200": ok("the acknowledgement", json!({"type": "object", "required": ["fingerprint", "acknowledgement"]})),
+            "400": err("BadRequest"), "401": err("Unauthorized"), "403": err("Forbidden"), "404": not_found.clone(), "503": err("Unavailable")}),
+    )}));
+    paths.insert(format!("{PREFIX}/silences"), json!({
+        "get": op("Silences", vec![query("status", "only this status", json!({"type": "string", "enum": ["any", "active", "pending", "expired"], "default": "any"}))], None,
+            json!({"200": ok("silences", json!({"type": "object", "required": ["silences"], "properties": {"silences": {"type": "array", "items": silence}}})),
+                "400": err("BadRequest"), "401": err("Unauthorized"), "404": not_found.clone(), "503": err("Unavailable")})),
+        "post": op("Create a silence (admin): matching alerts are not notified while it is active", vec![],
+            Some(json!({"type": "object", "additionalProperties": false, "required": ["matchers", "created_by"], "properties": {
+                "matchers": {"type": "array", "minItems": 1, "maxItems": 32, "items": matcher},
+                "starts_at": time, "ends_at": time, "duration": duration,
+                "created_by": {"type": "string", "minLength": 1, "maxLength": 128}, "comment": {"type": "string"}}})),
+            json!({"201": ok("the silence", silence), "400": err("BadRequest"), "401": err("Unauthorized"), "403": err("Forbidden"),
+                "404": not_found.clone(), "503": err("Unavailable")})),
+    }));
+    paths.insert(format!("{PREFIX}/silences/{{id}}"), json!({"delete": op(
+        "Expire a silence now (admin)", vec![path("id")], None,
+        json!({"204": {"description": "expired"}, "401": err("Unauthorized"), "403": err("Forbidden"), "404": not_found.clone(), "503": err("Unavailable")}),
+    )}));
+    let rule_responses = |code: &str| {
+        let mut r = json!({"400": err("BadRequest"), "401": err("Unauthorized"), "403": err("Forbidden"), "404": not_found.clone(), "503": err("Unavailable")});
+        r[code] = ok("the rule", rule.clone());
+        r
+    };
+    let mut create = rule_responses("201");
+    create["409"] = conflict;
+    paths.insert(format!("{PREFIX}/rules"), json!({
+        "get": op("Rules in force (config rules with API changes applied)", vec![], None,
+            json!({"200": ok("rules", json!({"type": "object", "required": ["rules"], "properties": {"rules": {"type": "array", "items": listed_rule}}})),
+                "401": err("Unauthorized"), "404": not_found.clone(), "503": err("Unavailable")})),
+        "post": op("Create a rule (admin); stored, survives restarts", vec![], Some(rule.clone()), create),
+    }));
+    paths.insert(format!("{PREFIX}/rules/{{name}}"), json!({
+        "get": op("One rule", vec![path("name")], None,
+            json!({"200": ok("the rule", listed_rule), "401": err("Unauthorized"), "404": not_found.clone(), "503": err("Unavailable")})),
+        "put": op("Create or replace a rule (admin), config rules included", vec![path("name")], Some(rule.clone()), rule_responses("200")),
+        "delete": op("Delete a rule (admin); its alerts resolve at the next evaluation", vec![path("name")], None,
+            json!({"204": {"description": "deleted"}, "401": err("Unauthorized"), "403": err("Forbidden"), "404": not_found.clone(), "503": err("Unavailable")})),
+    }));
+    paths.insert(format!("{PREFIX}/channels"), json!({"get": op(
+        "Channel kinds (built-in and external .so), configured channels and their queues, refused libraries", vec![], None,
+        json!({"200": ok("channels", json!({"type": "object", "required": ["kinds", "channels", "refused"], "properties": {
+            "kinds": {"type": "array", "items": {"type": "object", "required": ["kind", "description", "source"], "properties": {
+                "kind": {"type": "string"}, "description": {"type": "string"}, "source": {"type": "string", "enum": ["builtin", "external"]}, "path": {"type": "string"}}}},
+            "channels": {"type": "array", "items": {"type": "object"}}, "refused": {"type": "array", "items": {"type": "string"}}}})),
+            "401": err("Unauthorized")}),
+    )}));
+    paths.insert(format!("{PREFIX}/dead-letters"), json!({"get": op(
+        "Notifications given up on, newest first",
+        vec![query("limit", "at most", json!({"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}))], None,
+        json!({"200": ok("dead letters", json!({"type": "object", "required": ["dead_letters"], "properties": {"dead_letters": {"type": "array", "items": {"type": "object"}}}})),
+            "400": err("BadRequest"), "401": err("Unauthorized"), "404": not_found, "503": err("Unavailable")}),
+    )}));
+    paths
+}

@@ -307,6 +307,16 @@ impl RuleConfig {
         if self.window.0 < Duration::from_secs(1) || self.window.0 > Duration::from_secs(7 * 86_400) {
             return Err(format!("{} = {} is out of range (1s to 7d)", at("window"), self.window));
         }
+        let year = Duration::from_secs(365 * 86_400);
+        for (key, d) in [
+            ("for", Some(self.for_)),
+            ("keep_firing_for", self.keep_firing_for),
+            ("repeat_interval", Some(self.repeat_interval)),
+        ] {
+            if let Some(d) = d.filter(|d| d.0 > year) {
+                return Err(format!("{} = {d} is out of range (at most 365d)", at(key)));
+            }
+        }
         if self.per_project && self.measure.is_process() {
             return Err(format!(
                 "{} cannot be used with measure {}: it measures the server process, not a project",

@@ -55,6 +55,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/analytics/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(crate::alerting::api::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
 }
 
@@ -66,6 +67,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.health()).into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut e = error::ApiError::not_found(format!("'{}' does not take {method}", params::clip(uri.path())));
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e.code = "method_not_allowed";
+    e.into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
