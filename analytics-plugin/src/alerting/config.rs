@@ -431,6 +431,9 @@ pub struct AlertingConfig {
     /// server's public URL.
     pub external_url: String,
     pub delivery: DeliveryConfig,
+    /// The detector of `anomalous` rules. Its unit is searches per 5
+    /// minutes: the rule's window scaled to 5 minutes, against the hours
+    /// around the same time of previous weeks (hourly rollup, scaled alike).
     pub anomaly: AnomalyConfig,
     /// History rows kept, in days.
     pub history_days: u32,

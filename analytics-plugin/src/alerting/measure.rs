@@ -179,8 +179,12 @@ impl Measurer<'_> {
                     };
                     let mut s = sample(project, value, agg.total);
                     if rule.op == super::config::Op::Anomalous {
-                        let current =
-                            Point { ts: (self.now_us / HOUR_US) * 3600, value: value.unwrap_or(0.0) };
+                        // In searches per 5 minutes (the detector's unit),
+                        // against the same hours of previous weeks (the
+                        // hourly rollup keeps five weeks; minute rollups
+                        // and raw events do not).
+                        let per_5m = agg.total as f64 * 300.0 / window_secs;
+                        let current = Point { ts: self.now_us / 1_000_000, value: per_5m };
                         let history = self.hourly_rates(s.project.as_deref()).await?;
                         s.verdict = Some(anomaly::check(self.anomaly, &history, current, 3600));
                     }
@@ -373,8 +377,9 @@ impl Measurer<'_> {
         Ok(&tick.index[&(to - from)])
     }
 
-    /// Searches per second of every complete hour of the last five weeks
-    /// (from the hourly rollup), oldest first; hours without a row are gaps.
+    /// Searches per 5 minutes of every complete hour of the last five weeks
+    /// (the hourly rollup's count / 12), oldest first; hours without a row
+    /// are gaps.
     async fn hourly_rates(&self, project: Option<&str>) -> Result<Vec<Point>, StorageError> {
         let hour_start = (self.now_us / HOUR_US) * HOUR_US;
         let from = hour_start - 35 * 24 * HOUR_US;
@@ -396,7 +401,7 @@ impl Measurer<'_> {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| Point { ts: r[0].as_i64() / 1_000_000, value: r[1].as_i64() as f64 / 3600.0 })
+            .map(|r| Point { ts: r[0].as_i64() / 1_000_000, value: r[1].as_i64() as f64 / 12.0 })
             .collect())
     }
 }
