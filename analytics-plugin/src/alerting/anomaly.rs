@@ -44,7 +44,7 @@
 //! would make every change infinitely anomalous; the two floors prevent that:
 //! an absolute floor (one unit, e.g. one request) and a relative floor (a
 //! change smaller than `min_spread_ratio × threshold` of the expected value,
-//! 20 % by default, never alerts).
+//! 22.5 % by default, never alerts).
 //!
 //! # Minimum-volume guard
 //!
@@ -101,17 +101,20 @@ pub struct AnomalyConfig {
     /// Default **24** (two hours at 5-minute steps): long enough for a
     /// stable MAD, short enough that the daily cycle is close to the
     /// straight line removed from it (36 measured worse: 91 % detection,
-    /// 0.96 % false positives on the generated traffic). At hourly steps
-    /// the fallback can hardly follow the daily cycle; 6 is the least bad.
-    /// Allowed: 3 to 10000.
+    /// 0.96 % false positives on the generated traffic). At hourly steps no
+    /// window follows the daily cycle (with 6 points a quarter of the normal
+    /// buckets were flagged): hourly rules are only useful once the seasonal
+    /// baseline exists. Allowed: 3 to 10000.
     pub rolling_points: usize,
     /// Buckets with data that the rolling window needs; fewer gives
     /// `Insufficient`. Default **12** (half the window). Allowed: 3 to
     /// `rolling_points`.
     pub min_rolling_points: usize,
-    /// Weeks with data needed for the seasonal baseline. Default **2**: the
-    /// median of one week is that week, anomalies and all; two weeks is the
-    /// least that can outvote a single bad week in a window. Allowed: 1 to
+    /// Weeks with data needed for the seasonal baseline. Default **2**: one
+    /// week is the pattern and its accidents at once and gives no
+    /// week-over-week residuals to measure the spread; from two weeks on
+    /// both exist (an abnormal week then widens the spread: fewer alerts,
+    /// not more; from four weeks on it is outvoted). Allowed: 1 to
     /// `max_seasonal_weeks`.
     pub min_seasonal_weeks: usize,
     /// Weeks looked back for the seasonal baseline. Default **4**: a month
@@ -119,8 +122,9 @@ pub struct AnomalyConfig {
     /// unusual week (holiday, outage). Allowed: `min_seasonal_weeks` to 52.
     pub max_seasonal_weeks: usize,
     /// Half-width of the window around the same time of the week, in
-    /// seconds. Default **3600** (±1 hour: 25 samples per week at 5-minute
-    /// steps, 3 at hourly steps). Allowed: 0 to 43200 (half a day).
+    /// seconds, for the expected value. Default **3600** (±1 hour: 25
+    /// samples per week at 5-minute steps, 3 at hourly steps; the spread
+    /// always uses at least ±6 buckets). Allowed: 0 to 43200 (half a day).
     pub seasonal_window_secs: i64,
     /// Absolute floor of the spread, in the series' unit. Default **1**
     /// (one request): handles a zero MAD on flat or all-zero series.
