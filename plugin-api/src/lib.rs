@@ -74,6 +74,7 @@
 
 pub extern crate abi_stable;
 
+mod channel;
 mod error;
 mod events;
 mod guard;
@@ -81,6 +82,10 @@ mod host;
 mod http;
 mod module;
 
+pub use channel::{
+    CHANNEL_INTERFACE, ChannelBox, ChannelInfo, ChannelModule, ChannelModuleRef, ChannelObject,
+    ChannelObject_TO, DeliveryFailure, ExternalChannel, guarded_channel_constructor, guarded_channel_info,
+};
 pub use error::{ErrorKind, PluginError};
 pub use events::{
     CacheOutcome, FileIndexed, FileOpened, IndexOutcome, ProjectSnapshot, QueryKind, SearchExecuted,
