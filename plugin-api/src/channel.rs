@@ -27,6 +27,34 @@
 //!
 //! See `tests/fixtures/file-channel` for a complete, commented example.
 //!
+//! 1. A crate with `crate-type = ["cdylib"]`, depending on this crate (and
+//!    `abi_stable`, which the macro's expansion names). Keep the profile's
+//!    `panic = "unwind"`: the guards catch panics only then.
+//! 2. `new(options_json)` checks every option, refuses unknown ones, and
+//!    says which option is wrong and what it accepts (the message reaches
+//!    the operator as `alerting.channels."<name>": channel '<kind>' … refused
+//!    its options: <message>`). Open what can be opened here, so a wrong
+//!    setting fails at start, not at the first alert.
+//! 3. `deliver(notification_json)` sends once and returns: `Ok` when the
+//!    receiver took it; [`DeliveryFailure::retry`] (or `retry_after` when the
+//!    receiver said when) if trying again may work; [`DeliveryFailure::permanent`]
+//!    if it never will. Do not retry inside: the plugin's queue retries with
+//!    backoff and keeps dead letters. The same notification may come again
+//!    after a failure or a timeout: receivers de-duplicate on `id`. It may be
+//!    called from several threads at once.
+//! 4. Export it with [`export_channel!`](crate::export_channel), build, and
+//!    drop the `.so` into the plugin's channels folder; a config entry with
+//!    `kind = "<kind>"` then uses it.
+//!
+//! The notification JSON (fields of the analytics plugin's `Notification`):
+//! `id` (`<fingerprint>-<seq>`, unique per state change and repeat),
+//! `status` (`"firing"`/`"resolved"`), `rule`, `severity` (`"info"`,
+//! `"warning"`, `"error"`, `"critical"`), `fingerprint` (stable per alert),
+//! `labels` and `annotations` (string maps; `summary`, `description`,
+//! `runbook_url` among the annotations), `value` and `threshold` (numbers
+//! or null), `starts_at` and `ends_at` (RFC 3339; `ends_at` null while
+//! firing), `generator_url`, `repeat` (0 for the state change itself).
+//!
 //! ```ignore
 //! use plugin_api::{export_channel, DeliveryFailure, ExternalChannel};
 //!
@@ -252,4 +280,57 @@ macro_rules! export_channel {
             $crate::guarded_channel_constructor(options_json, $new)
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Flaky;
+
+    impl ExternalChannel for Flaky {
+        fn deliver(&self, notification_json: &str) -> Result<(), DeliveryFailure> {
+            match notification_json {
+                "ok" => Ok(()),
+                "busy" => Err(DeliveryFailure::retry_after("busy", 1500)),
+                _ => panic!("cannot handle {notification_json}"),
+            }
+        }
+    }
+
+    impl Drop for Flaky {
+        fn drop(&mut self) {
+            panic!("dropping panics too");
+        }
+    }
+
+    fn new_flaky(options_json: &str) -> Result<Flaky, String> {
+        match options_json {
+            "{}" => Ok(Flaky),
+            "{\"x\":1}" => Err("options.x: unknown option".to_owned()),
+            _ => panic!("constructor panics"),
+        }
+    }
+
+    #[test]
+    fn every_entry_point_is_guarded() {
+        let channel = guarded_channel_constructor(RStr::from("{}"), new_flaky).unwrap();
+        assert_eq!(channel.deliver(RStr::from("ok")), RResult::ROk(()));
+        let busy = channel.deliver(RStr::from("busy")).unwrap_err();
+        assert!(busy.retryable);
+        assert_eq!(busy.retry_after_ms, ROption::RSome(1500));
+        let panicked = channel.deliver(RStr::from("boom")).unwrap_err();
+        assert!(!panicked.retryable);
+        assert_eq!(panicked.message.as_str(), "channel panicked: cannot handle boom");
+        // Dropping a channel whose Drop panics does not unwind out.
+        drop(channel);
+
+        let error = |options: &str| match guarded_channel_constructor(RStr::from(options), new_flaky) {
+            RResult::ROk(_) => panic!("{options} was accepted"),
+            RResult::RErr(message) => message.into_string(),
+        };
+        assert_eq!(error("{\"x\":1}"), "options.x: unknown option");
+        assert_eq!(error("[]"), "channel constructor panicked: constructor panics");
+        assert_eq!(guarded_channel_info("file", "d", "1.0").interface, CHANNEL_INTERFACE);
+    }
 }

@@ -31,6 +31,12 @@
 //! under `catch_unwind` (see [`Plugin`]), so a panic is logged and counted
 //! instead of ending the host process.
 //!
+//! # Alert channels
+//!
+//! The analytics plugin's alert channels can be `.so` files of their own,
+//! written against [`ExternalChannel`] and exported with [`export_channel!`]:
+//! see the [`channel`] module for the guide.
+//!
 //! # Rules a plugin must follow
 //!
 //! - Hooks (`on_*`) are called on the host's search and index threads. They
@@ -74,7 +80,7 @@
 
 pub extern crate abi_stable;
 
-mod channel;
+pub mod channel;
 mod error;
 mod events;
 mod guard;
