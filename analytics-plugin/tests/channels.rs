@@ -904,3 +904,54 @@ async fn external_channels_load_from_a_folder_list_and_deliver() {
     assert_eq!(builtin.kinds().len(), 5);
     assert!(none.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_channel_panics_stay_inside_and_hangs_time_out() {
+    let folder = Scratch::new("misbehaving");
+    std::fs::copy(artifact("libmisbehaving_channel.so"), folder.0.join("libmisbehaving_channel.so")).unwrap();
+    let (registry, errors) = ChannelRegistry::load(Some(&folder.0), &logger());
+    assert!(errors.is_empty(), "{errors:?}");
+    let firing = notification(NotificationStatus::Firing);
+
+    // A panic in the constructor is a build error, not a crash.
+    let e = build_with(&registry, "misbehaving", "bad", "on_new = \"panic\"", Duration::from_secs(5))
+        .err()
+        .unwrap();
+    assert!(e.contains("channel constructor panicked: misbehaving channel: panic in new, as asked"), "{e}");
+
+    // A panic in deliver is a permanent failure of that delivery.
+    let channel =
+        build_with(&registry, "misbehaving", "bad", "on_deliver = \"panic\"", Duration::from_secs(5))
+            .unwrap();
+    let reason = expect_permanent(channel.deliver(&firing).await);
+    assert_eq!(
+        reason,
+        "channel 'misbehaving': channel panicked: misbehaving channel: panic in deliver, as asked"
+    );
+    // ...and the channel keeps answering.
+    expect_permanent(channel.deliver(&firing).await);
+
+    // A deliver that overruns the timeout is cut off and retried.
+    let slow = build_with(
+        &registry,
+        "misbehaving",
+        "slow",
+        "on_deliver = \"sleep\"\nms = 1500",
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (reason, _) = expect_retry(slow.deliver(&firing).await);
+    assert!(reason.contains("timed out after 300ms"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // Within its time it succeeds.
+    let quick = build_with(
+        &registry,
+        "misbehaving",
+        "quick",
+        "on_deliver = \"sleep\"\nms = 10",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    quick.deliver(&firing).await.unwrap();
+}
