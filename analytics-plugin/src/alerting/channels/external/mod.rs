@@ -81,8 +81,8 @@ pub fn load_library(path: &Path) -> Result<ExternalKind, String> {
             plugin_api::INTERFACE_VERSION
         ),
         LibraryError::AbiInstability(_) => format!(
-            "not an alert channel of this interface (its root module's layout differs from the channel \
-             module of plugin-api {}; is it a plugin rather than a channel?)",
+            "not an alert channel of this interface (built against plugin-api {built_for}, its root module \
+             is not the channel module of plugin-api {}; is it a plugin rather than a channel?)",
             plugin_api::INTERFACE_VERSION
         ),
         other => one_line_error(&other),
