@@ -545,9 +545,9 @@ struct SmtpServer {
     out: Scratch,
 }
 
-/// Starts the aiosmtpd receiver (`tests/smtp_receiver.py`), with STARTTLS
-/// when given a certificate and key.
-fn smtp_server(tls: Option<(&Path, &Path)>) -> SmtpServer {
+/// Starts the aiosmtpd receiver (`tests/smtp_receiver.py`); `tls` is
+/// `("starttls" | "tls", certificate, key)`.
+fn smtp_server(tls: Option<(&str, &Path, &Path)>) -> SmtpServer {
     require_tool(PYTHON, "Debian's python3 and python3-aiosmtpd");
     let probe = Command::new(PYTHON).args(["-c", "import aiosmtpd"]).output().unwrap();
     assert!(
@@ -559,8 +559,8 @@ fn smtp_server(tls: Option<(&Path, &Path)>) -> SmtpServer {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_receiver.py");
     let mut command = Command::new(PYTHON);
     command.arg(script).arg(port.to_string()).arg(&out.0);
-    if let Some((cert, key)) = tls {
-        command.arg(cert).arg(key);
+    if let Some((mode, cert, key)) = tls {
+        command.arg(mode).arg(cert).arg(key);
     }
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     let mut line = String::new();
@@ -685,7 +685,7 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 async fn email_uses_starttls_and_authenticates() {
     let certs = Scratch::new("certs");
     let (ca, cert, key) = certificates(&certs.0);
-    let server = smtp_server(Some((&cert, &key)));
+    let server = smtp_server(Some(("starttls", &cert, &key)));
     let options = |password_env: &str| {
         format!(
             "host = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\ntls_server_name = \"localhost\"\n\
@@ -722,6 +722,33 @@ async fn email_uses_starttls_and_authenticates() {
         expect_retry(build("email", &wrong_ca).deliver(&notification(NotificationStatus::Firing)).await);
     assert!(reason.to_lowercase().contains("certificate") || reason.contains("tls"), "{reason}");
     assert_eq!(server.messages_within(2, Duration::from_millis(500)).len(), 1, "nothing else arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_uses_implicit_tls() {
+    let certs = Scratch::new("certs-implicit");
+    let (ca, cert, key) = certificates(&certs.0);
+    let server = smtp_server(Some(("tls", &cert, &key)));
+    let options = format!(
+        "host = \"127.0.0.1\"\nport = {}\ntls = \"tls\"\nca_file = \"{}\"\ntls_server_name = \"localhost\"\n\
+         from = \"alerts@example.com\"\nto = \"oncall@example.com\"\n\
+         username_env = \"TEST_SMTP_USER\"\npassword_env = \"TEST_SMTP_PASSWORD\"",
+        server.port,
+        ca.display()
+    );
+    build("email", &options).deliver(&notification(NotificationStatus::Resolved)).await.unwrap();
+    let messages = server.messages(1);
+    assert_eq!(messages[0]["tls"], true);
+    assert_eq!(messages[0]["authenticated"], true);
+    assert_eq!(messages[0]["subject"], "[RESOLVED critical] SearchLatencyHigh: p95 search latency is 2.4 s");
+
+    // STARTTLS required against a server that only speaks TLS from the
+    // first byte: no mail leaves, and it is retried.
+    let mismatch = options.replace("tls = \"tls\"", "tls = \"starttls\"");
+    let channel =
+        build_with(&ChannelRegistry::builtin(), "email", "m", &mismatch, Duration::from_secs(2)).unwrap();
+    expect_retry(channel.deliver(&notification(NotificationStatus::Firing)).await);
+    assert_eq!(server.messages_within(2, Duration::from_millis(300)).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

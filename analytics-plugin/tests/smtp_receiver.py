@@ -4,10 +4,11 @@ python3-aiosmtpd). Every message it accepts is written as one JSON file in
 OUT_DIR: envelope, whether the session was encrypted and authenticated, and
 the parsed headers and text/HTML parts.
 
-usage: smtp_receiver.py PORT OUT_DIR [CERT KEY]
-With CERT and KEY it offers STARTTLS, requires it before MAIL, and accepts
-AUTH (PLAIN/LOGIN) for user "alerts" with password "s3cret" only over TLS.
-It prints "ready" once listening.
+usage: smtp_receiver.py PORT OUT_DIR [starttls|tls CERT KEY]
+With `starttls` it offers STARTTLS and requires it before MAIL; with `tls`
+it speaks TLS from the first byte (implicit TLS, as on port 465). Either
+way it accepts AUTH (PLAIN/LOGIN) for user "alerts" with password "s3cret",
+only over TLS. It prints "ready" once listening.
 """
 
 import email
@@ -26,8 +27,9 @@ USER, PASSWORD = b"alerts", b"s3cret"
 
 
 class Recorder:
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, implicit_tls):
         self.out_dir = out_dir
+        self.implicit_tls = implicit_tls
 
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
@@ -38,7 +40,7 @@ class Recorder:
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
-            "tls": session.ssl is not None,
+            "tls": self.implicit_tls or session.ssl is not None,
             "authenticated": bool(session.authenticated),
             "subject": str(message["subject"]),
             "from": str(message["from"]),
@@ -63,17 +65,18 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 def main():
     port, out_dir = int(sys.argv[1]), sys.argv[2]
+    mode = sys.argv[3] if len(sys.argv) == 6 else "none"
     kwargs = {}
-    if len(sys.argv) == 5:
+    if mode != "none":
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(sys.argv[3], sys.argv[4])
-        kwargs = dict(
-            tls_context=context,
-            require_starttls=True,
-            authenticator=authenticator,
-            auth_require_tls=True,
-        )
-    controller = Controller(Recorder(out_dir), hostname="127.0.0.1", port=port, **kwargs)
+        context.load_cert_chain(sys.argv[4], sys.argv[5])
+        kwargs = dict(authenticator=authenticator)
+    if mode == "starttls":
+        kwargs.update(tls_context=context, require_starttls=True, auth_require_tls=True)
+    elif mode == "tls":
+        # The whole connection is TLS; aiosmtpd's own check only knows STARTTLS.
+        kwargs.update(ssl_context=context, auth_require_tls=False)
+    controller = Controller(Recorder(out_dir, mode == "tls"), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     print("ready", flush=True)
     try:
