@@ -807,6 +807,9 @@ async fn alertmanager_receives_alerts_that_amtool_shows() {
             .spawn()
             .unwrap(),
     );
+    // reqwest is built without a default TLS provider (ring is installed
+    // by the channels; here, by hand, before the first client).
+    context_analytics::alerting::channels::http::install_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !http.get(format!("{url}/-/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
