@@ -8,6 +8,10 @@ apt_packages=()
 command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v amtool >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+# The email channel's tests send to a real SMTP server (aiosmtpd, for
+# Debian's own python3) and make their TLS certificates with openssl.
+/usr/bin/python3 -c "import aiosmtpd" >/dev/null 2>&1 || apt_packages+=(python3-aiosmtpd)
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 
 if ((${#apt_packages[@]})); then
     echo "installing Debian packages: ${apt_packages[*]}"

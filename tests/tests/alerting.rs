@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use context_e2e::{ANALYTICS, Host, HostSpec, Postgres, Receiver, Received, Scratch, artifact, write_files};
+use context_e2e::{ANALYTICS, Host, HostSpec, Postgres, Received, Receiver, Scratch, artifact, write_files};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -26,14 +26,19 @@ const FILE_CHANNEL: &str = "libfile_channel.so";
 
 fn project(scratch: &Scratch) -> std::path::PathBuf {
     let root = scratch.path().join("sample");
-    write_files(&root, &[("src/main.rs", b"fn main() { let needle = 1; }\n"), ("src/lib.rs", b"pub fn needle() {}\n")]);
+    write_files(
+        &root,
+        &[("src/main.rs", b"fn main() { let needle = 1; }\n"), ("src/lib.rs", b"pub fn needle() {}\n")],
+    );
     root
 }
 
 /// The plugin's config: a rule on the search error rate with short
 /// windows, the given channels, and optional storage.
 fn config(storage: Option<&str>, channels: &str) -> String {
-    let storage = storage.map(|url| format!("[plugins.analytics.config.storage]\nurl = \"{url}\"\n")).unwrap_or_default();
+    let storage = storage
+        .map(|url| format!("[plugins.analytics.config.storage]\nurl = \"{url}\"\n"))
+        .unwrap_or_default();
     format!(
         r#"{storage}
 [plugins.analytics.config.alerting]
@@ -96,7 +101,8 @@ struct Failing(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
 impl Failing {
     fn start(base_url: &str) -> Failing {
         let on = Arc::new(AtomicBool::new(true));
-        let (flag, url) = (on.clone(), format!("{base_url}/api/v1/search?project=sample&kind=regex&q=(needle"));
+        let (flag, url) =
+            (on.clone(), format!("{base_url}/api/v1/search?project=sample&kind=regex&q=(needle"));
         let handle = thread::spawn(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
             while flag.load(Ordering::SeqCst) {
@@ -130,7 +136,9 @@ fn verify_signature(r: &Received) {
 }
 
 fn statuses(got: &[Received]) -> Vec<(String, u64)> {
-    got.iter().map(|r| (r.json()["status"].as_str().unwrap().to_owned(), r.json()["repeat"].as_u64().unwrap())).collect()
+    got.iter()
+        .map(|r| (r.json()["status"].as_str().unwrap().to_owned(), r.json()["repeat"].as_u64().unwrap()))
+        .collect()
 }
 
 fn ids_distinct(got: &[Received]) {
@@ -148,7 +156,7 @@ fn fire_repeat_acknowledge_resolve_and_silence_reach_webhook_slack_and_an_extern
     let scratch = Scratch::new("alerting-e2e");
     let notes = scratch.path().join("notifications.ndjson");
     let channels = format!(
-        r#"{}
+        r##"{}
 [[plugins.analytics.config.alerting.channels]]
 name = "oncall-slack"
 kind = "slack"
@@ -169,7 +177,7 @@ path = "{}"
 name = "warnings-only"
 kind = "log"
 severities = ["warning"]
-"#,
+"##,
         webhook(&hook),
         slack.url("/services/T000/B000/XXXX"),
         notes.display()
@@ -184,7 +192,8 @@ severities = ["warning"]
     // Every kind is listed, the external one with its path.
     let (status, listed) = host.get_json("/api/v1/analytics/alerts/channels", "ops");
     assert_eq!(status, 200, "{listed}");
-    let kinds: Vec<&str> = listed["kinds"].as_array().unwrap().iter().map(|k| k["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        listed["kinds"].as_array().unwrap().iter().map(|k| k["kind"].as_str().unwrap()).collect();
     for kind in ["alertmanager", "email", "file", "log", "slack", "webhook"] {
         assert!(kinds.contains(&kind), "{kind} missing from {listed}");
     }
@@ -206,8 +215,16 @@ severities = ["warning"]
     assert_eq!(first["labels"]["team"], "search");
     assert_eq!(first["threshold"], 0.5);
     assert!(first["value"].as_f64().unwrap() > 0.5, "{first}");
-    assert!(first["annotations"]["summary"].as_str().unwrap().starts_with("search errors of sample at "), "{first}");
-    assert!(first["generator_url"].as_str().unwrap().starts_with("http://context.example/api/v1/analytics/alerts?fingerprint="));
+    assert!(
+        first["annotations"]["summary"].as_str().unwrap().starts_with("search errors of sample at "),
+        "{first}"
+    );
+    assert!(
+        first["generator_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://context.example/api/v1/analytics/alerts?fingerprint=")
+    );
     let fingerprint = first["fingerprint"].as_str().unwrap().to_owned();
 
     let s = slack.wait("the Slack message", LIMIT, |g| !g.is_empty());
@@ -220,8 +237,11 @@ severities = ["warning"]
     assert!(blocks[0]["text"]["text"].as_str().unwrap().contains("SearchErrors"), "{message}");
 
     // The external .so channel wrote the same notification.
-    host.wait_until("the file channel's line", || std::fs::read_to_string(&notes).is_ok_and(|t| !t.is_empty()));
-    let line: Value = serde_json::from_str(std::fs::read_to_string(&notes).unwrap().lines().next().unwrap()).unwrap();
+    host.wait_until("the file channel's line", || {
+        std::fs::read_to_string(&notes).is_ok_and(|t| !t.is_empty())
+    });
+    let line: Value =
+        serde_json::from_str(std::fs::read_to_string(&notes).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(line["id"], first["id"]);
 
     // The API shows it firing, with its annotations filled in.
@@ -237,8 +257,11 @@ severities = ["warning"]
     assert_eq!(statuses(&got)[..2], [("firing".to_owned(), 0), ("firing".to_owned(), 1)]);
 
     // Acknowledged: no more repeats while it fires.
-    let (status, body) =
-        host.post_json(&format!("/api/v1/analytics/alerts/{fingerprint}/ack"), "ops", &json!({"by": "ana", "comment": "on it"}));
+    let (status, body) = host.post_json(
+        &format!("/api/v1/analytics/alerts/{fingerprint}/ack"),
+        "ops",
+        &json!({"by": "ana", "comment": "on it"}),
+    );
     assert_eq!(status, 200, "{body}");
     let acked_at = hook.received().len();
     thread::sleep(Duration::from_secs(5));
@@ -247,13 +270,18 @@ severities = ["warning"]
     assert_eq!(active["alerts"][0]["acknowledgement"]["by"], "ana");
     let (status, body) = host.post_json("/api/v1/analytics/alerts/nope/ack", "ops", &json!({"by": "ana"}));
     assert_eq!(status, 404, "{body}");
-    let (status, body) = host.post_json(&format!("/api/v1/analytics/alerts/{fingerprint}/ack"), "ops", &json!({"comment": "x"}));
+    let (status, body) = host.post_json(
+        &format!("/api/v1/analytics/alerts/{fingerprint}/ack"),
+        "ops",
+        &json!({"comment": "x"}),
+    );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("missing field `by`"), "{body}");
 
     // Resolve: the errors leave the 3-second window.
     failing.stop();
-    let got = hook.wait("the resolved notification", LIMIT, |g| g.iter().any(|r| r.json()["status"] == "resolved"));
+    let got =
+        hook.wait("the resolved notification", LIMIT, |g| g.iter().any(|r| r.json()["status"] == "resolved"));
     let resolved = got.iter().find(|r| r.json()["status"] == "resolved").unwrap().json();
     assert_eq!(resolved["fingerprint"], fingerprint.as_str());
     assert!(resolved["ends_at"].is_string());
@@ -280,16 +308,25 @@ severities = ["warning"]
     assert_eq!(hook.received().len(), before, "silenced");
     // ...until the silence is expired.
     let id = silence["id"].as_str().unwrap();
-    let response = ureq::delete(format!("{}/api/v1/analytics/alerts/silences/{id}", host.base_url)).call().unwrap();
+    let response =
+        ureq::delete(format!("{}/api/v1/analytics/alerts/silences/{id}", host.base_url)).call().unwrap();
     assert_eq!(response.status(), 204);
     let got = hook.wait("the notification after the silence", LIMIT, |g| g.len() > before);
     assert_eq!(got[before].json()["status"], "firing");
     failing.stop();
 
     // History, newest first, names every step.
-    let (_, history) = host.get_json("/api/v1/analytics/alerts/history?rule=SearchErrors&timerange=1h", "ops");
-    let events: Vec<&str> = history["events"].as_array().unwrap().iter().rev().map(|e| e["event"].as_str().unwrap()).collect();
-    for (a, b) in [("pending", "firing"), ("firing", "notified"), ("notified", "repeat"), ("acknowledged", "resolved"), ("silenced", "notified")] {
+    let (_, history) =
+        host.get_json("/api/v1/analytics/alerts/history?rule=SearchErrors&timerange=1h", "ops");
+    let events: Vec<&str> =
+        history["events"].as_array().unwrap().iter().rev().map(|e| e["event"].as_str().unwrap()).collect();
+    for (a, b) in [
+        ("pending", "firing"),
+        ("firing", "notified"),
+        ("notified", "repeat"),
+        ("acknowledged", "resolved"),
+        ("silenced", "notified"),
+    ] {
         let ia = events.iter().position(|e| *e == a).unwrap_or_else(|| panic!("{a} missing: {events:?}"));
         assert!(events[ia..].contains(&b), "{b} after {a}: {events:?}");
     }
@@ -301,7 +338,12 @@ severities = ["warning"]
     assert!(archived.lines().all(|l| !l.contains("\"resolved\"")), "{archived}");
     ids_distinct(&hook.received());
     let metrics = host.metrics();
-    assert!(metrics.sum("context_analytics_alert_notifications_total", &["channel=\"hook\"", "outcome=\"delivered\""]) >= 4.0);
+    assert!(
+        metrics.sum(
+            "context_analytics_alert_notifications_total",
+            &["channel=\"hook\"", "outcome=\"delivered\""]
+        ) >= 4.0
+    );
     assert_eq!(metrics.value("context_analytics_alert_leader"), 1.0);
 }
 
@@ -330,7 +372,8 @@ url = "http://127.0.0.1:{port}/hook"
     let got = hook.wait("the firing notification", LIMIT, |g| !g.is_empty());
     assert_eq!(got[0].json()["status"], "firing");
     failing.stop();
-    let got = hook.wait("the resolved notification", LIMIT, |g| g.iter().any(|r| r.json()["status"] == "resolved"));
+    let got =
+        hook.wait("the resolved notification", LIMIT, |g| g.iter().any(|r| r.json()["status"] == "resolved"));
     thread::sleep(Duration::from_secs(2));
     let got_all = hook.received();
     assert_eq!(got_all.len(), got.len(), "nothing more arrives");
@@ -392,9 +435,13 @@ fn two_hosts_on_one_postgres_notify_once_and_the_survivor_takes_over() {
     survivor.wait_until("the survivor to lead", || leader(&survivor));
     eprintln!("takeover after {:?} (evaluation interval 250 ms)", killed.elapsed());
     failing.stop();
-    let got = hook.wait("the resolved notification", LIMIT, |g| g.iter().any(|r| r.json()["status"] == "resolved"));
+    let got =
+        hook.wait("the resolved notification", LIMIT, |g| g.iter().any(|r| r.json()["status"] == "resolved"));
     thread::sleep(Duration::from_secs(1));
     ids_distinct(&hook.received());
     assert_eq!(got.iter().filter(|r| r.json()["status"] == "resolved").count(), 1);
-    assert_eq!(hook.received().iter().filter(|r| r.json()["repeat"] == 0 && r.json()["status"] == "firing").count(), 1);
+    assert_eq!(
+        hook.received().iter().filter(|r| r.json()["repeat"] == 0 && r.json()["status"] == "firing").count(),
+        1
+    );
 }
