@@ -63,8 +63,8 @@ pub fn build(
             timeout: config.delivery.timeout.0,
             logger: logger.clone(),
         };
-        let channel =
-            kinds.build(&c.kind, &ctx).map_err(|e| format!("alerting.channels.\"{}\": {e}", c.name))?;
+        // The registry's messages name the channel and option already.
+        let channel = kinds.build(&c.kind, &ctx)?;
         channels.push(ChannelHandle { config: c.clone(), channel });
     }
     let listed = kinds.kinds();
