@@ -371,7 +371,11 @@ impl Engine {
                 states.insert(fp, next);
             }
         }
-        self.metrics.alerts.reset();
+        for state in ["pending", "firing"] {
+            for severity in super::channel::Severity::ALL {
+                self.metrics.alerts.with_label_values(&[state, severity.as_str()]).set(0);
+            }
+        }
         for s in states.values() {
             let phase = if s.phase == Phase::Firing { "firing" } else { "pending" };
             self.metrics.alerts.with_label_values(&[phase, s.severity.as_str()]).inc();

@@ -72,6 +72,24 @@ pub fn build(
         return Ok(Alerting { engine: None, kinds: listed, refused });
     }
     let metrics = AlertMetrics::new(registry).map_err(|e| format!("alerting metrics: {e}"))?;
+    // Every series exists from the start (at 0), so rates and absences in
+    // dashboards and rules mean what they say.
+    for outcome in ["ok", "error"] {
+        metrics.evaluations.with_label_values(&[outcome]);
+    }
+    for state in ["pending", "firing"] {
+        for severity in channel::Severity::ALL {
+            metrics.alerts.with_label_values(&[state, severity.as_str()]);
+        }
+    }
+    for c in &channels {
+        let name = c.config.name.as_str();
+        for outcome in ["delivered", "retry", "dead"] {
+            metrics.notifications.with_label_values(&[name, outcome]);
+        }
+        metrics.dead_letters.with_label_values(&[name]);
+        metrics.queue_depth.with_label_values(&[name]);
+    }
     let engine = Engine {
         config: config.clone(),
         store: AlertStore::new(storage),
