@@ -57,6 +57,8 @@ enum BenchCommand {
     Scrape(bench::scrape::ScrapeArgs),
     /// Resident memory, plugin enabled against disabled, at a fixed rate.
     Memory(bench::memory::MemoryArgs),
+    /// Time from a rule's threshold crossing to its notification arriving.
+    AlertLatency(bench::alert::AlertArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput::run(&args),
         Command::Bench(BenchCommand::Scrape(args)) => bench::scrape::run(&args),
         Command::Bench(BenchCommand::Memory(args)) => bench::memory::run(&args),
+        Command::Bench(BenchCommand::AlertLatency(args)) => bench::alert::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
