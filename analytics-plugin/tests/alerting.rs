@@ -391,6 +391,77 @@ async fn delivery_retries(backend: Backend) {
     store.close().await;
 }
 
+/// An `anomalous` rule on the request rate: quiet against three weeks of
+/// hourly history at the usual level, firing on a spike.
+async fn traffic_anomaly(backend: Backend) {
+    let store = fresh(backend, "alert_anomaly").await;
+    store.query("DELETE FROM search_rollup_1h", &[]).await.unwrap();
+    let hour = 3600 * SEC;
+    let now = (plugin_now() / hour) * hour + 30 * 60 * SEC;
+    // Three weeks of hours: a daily cycle between 240 and 840 searches an
+    // hour, with a little deterministic noise.
+    let mut values = Vec::new();
+    for h in 1..=(21 * 24) {
+        let bucket = (now / hour - h) * hour;
+        let hour_of_day = (bucket / hour) % 24;
+        let level = 540.0 + 300.0 * ((hour_of_day as f64 - 8.0) / 24.0 * std::f64::consts::TAU).sin();
+        let noise = ((h * 7919) % 41) as f64 - 20.0;
+        let at = match backend {
+            Backend::Sqlite => bucket.to_string(),
+            _ => format!("TIMESTAMPTZ 'epoch' + {bucket} * INTERVAL '1 microsecond'"),
+        };
+        values.push(format!(
+            "({at}, 'i', 'web', 'literal', 'ok', 'miss', {}, 0, 0, 1.0, 1.0, 1.0)",
+            (level + noise).round()
+        ));
+    }
+    for chunk in values.chunks(200) {
+        store
+            .query(
+                &format!(
+                    "INSERT INTO search_rollup_1h (bucket, instance_id, project, kind, status, cache, searches, zero_results, \
+                     results_sum, latency_ms_sum, latency_ms_min, latency_ms_max) VALUES {}",
+                    chunk.join(", ")
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    let expected_per_5m = {
+        let hour_of_day = (now / hour) % 24;
+        (540.0 + 300.0 * ((hour_of_day as f64 - 8.0) / 24.0 * std::f64::consts::TAU).sin()) / 12.0
+    };
+    let mut rule = rule();
+    rule.name = "TrafficSpike".into();
+    rule.measure = Measure::RequestRate;
+    rule.op = Op::Anomalous;
+    rule.threshold = None;
+    rule.for_ = Dur::secs(0);
+    rule.min_samples = 0;
+    rule.per_project = false;
+    let e = engine(store.clone(), Arc::new(Recorder::default()), DeliveryConfig::default());
+    let mut config = e.config.clone();
+    config.rules = vec![rule];
+    let e = Engine { config, ..Arc::try_unwrap(e).ok().unwrap() };
+    let mut seq = 0;
+    // The usual traffic for this hour of the week: no alert.
+    searches(&*store, &mut seq, now - 4 * 60 * SEC, "web", expected_per_5m.round() as usize, 0).await;
+    let r = e.evaluate(now).await;
+    assert_eq!(r.errors, Vec::<String>::new());
+    assert!(
+        e.store.load_state().await.unwrap().is_empty(),
+        "usual traffic ({expected_per_5m:.0} per 5 min) is no anomaly"
+    );
+    // Five times the usual traffic: fires at once (for = 0).
+    searches(&*store, &mut seq, now - 3 * 60 * SEC, "web", (4.0 * expected_per_5m) as usize, 0).await;
+    let r = e.evaluate(now).await;
+    assert_eq!(r.notifications.len(), 1, "{:?}", e.store.load_state().await);
+    assert_eq!(r.notifications[0].rule, "TrafficSpike");
+    assert_eq!(r.notifications[0].threshold, None);
+    store.close().await;
+}
+
 macro_rules! suite {
     ($module:ident, $backend:expr) => {
         mod $module {
@@ -411,6 +482,16 @@ macro_rules! suite {
             }
         }
     };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalous_traffic_fires_on_sqlite() {
+    traffic_anomaly(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalous_traffic_fires_on_postgres() {
+    traffic_anomaly(Backend::Postgres).await;
 }
 
 suite!(sqlite, Backend::Sqlite);
