@@ -32,6 +32,9 @@ use crate::{
 
 pub const PREFIX: &str = "/api/v1/analytics/alerts";
 
+/// How far ahead a silence may reach.
+const MAX_SILENCE_US: i64 = 366 * 86_400_000_000;
+
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route(PREFIX, get(active))
@@ -43,6 +46,26 @@ pub fn router() -> Router<Arc<Shared>> {
         .route(&format!("{PREFIX}/rules/{{name}}"), get(rule).put(put_rule).delete(delete_rule))
         .route(&format!("{PREFIX}/channels"), get(channels))
         .route(&format!("{PREFIX}/dead-letters"), get(dead_letters))
+}
+
+/// The alert routes for the host, each with its methods (the host answers
+/// 405 with `Allow` from them); a prefix ending in `/` covers the paths
+/// below it (`/alerts/{fingerprint}/ack`, `/rules/{name}`, `/silences/{id}`).
+pub fn route_specs() -> Vec<plugin_api::RouteSpec> {
+    [
+        ("", &["GET"][..]),
+        ("/", &["POST"][..]),
+        ("/history", &["GET"][..]),
+        ("/channels", &["GET"][..]),
+        ("/dead-letters", &["GET"][..]),
+        ("/silences", &["GET", "POST"][..]),
+        ("/silences/", &["DELETE"][..]),
+        ("/rules", &["GET", "POST"][..]),
+        ("/rules/", &["GET", "PUT", "DELETE"][..]),
+    ]
+    .iter()
+    .map(|(path, methods)| plugin_api::RouteSpec::new(&format!("{PREFIX}{path}"), methods))
+    .collect()
 }
 
 fn engine(shared: &Shared) -> Result<&Arc<Engine>, ApiError> {
@@ -289,6 +312,9 @@ async fn create_silence(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Resu
             "the silence must end after it starts and in the future",
         ));
     }
+    if ends - now > MAX_SILENCE_US || starts - now > MAX_SILENCE_US {
+        return Err(ApiError::bad_parameter("ends_at", "a silence starts and ends within a year from now"));
+    }
     let engine = engine(&shared)?;
     let id = {
         use sha2::Digest as _;
@@ -471,6 +497,7 @@ pub fn openapi_paths() -> serde_json::Map<String, Json_> {
     let name = json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"});
     let rule = json!({
         "type": "object", "additionalProperties": false,
+        "description": "An alert rule. Between fields: percentile is for search_latency only; op anomalous is for request_rate only and takes no threshold, other ops need one; window is 1s to 7d, for, keep_firing_for and repeat_interval at most 365d; per_project is not for cpu and resident_memory; label and annotation keys are A-Z a-z 0-9 _, and labels do not set alertname, severity or project.",
         "required": ["name", "measure", "op", "severity"],
         "properties": {
             "name": name, "measure": {"type": "string", "enum": measures},
@@ -503,7 +530,7 @@ pub fn openapi_paths() -> serde_json::Map<String, Json_> {
     });
     let matcher = json!({
         "type": "object", "additionalProperties": false, "required": ["name", "value"],
-        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}, "value": {"type": "string"},
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "\\S"}, "value": {"type": "string", "description": "a regular expression matching the whole value with =~ and !~"},
             "op": {"type": "string", "enum": ["=", "!=", "=~", "!~"], "default": "="}},
     });
     let silence = json!({
@@ -519,6 +546,7 @@ pub fn openapi_paths() -> serde_json::Map<String, Json_> {
     let ok = |d: &str, schema: Json_| json!({"description": d, "content": {"application/json": {"schema": schema}}});
     let query = |n: &str, d: &str, s: Json_| json!({"name": n, "in": "query", "required": false, "description": d, "schema": s});
     let path = |n: &str| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}});
+    let rule_name = json!({"name": "name", "in": "path", "required": true, "schema": name.clone()});
     let op = |summary: &str, params: Vec<Json_>, body: Option<Json_>, responses: Json_| {
         let mut o = json!({"summary": summary, "parameters": params, "security": [{"bearer": []}, {}], "responses": responses});
         if let Some(b) = body {
@@ -565,7 +593,7 @@ pub fn openapi_paths() -> serde_json::Map<String, Json_> {
         "Acknowledge a firing alert (admin): no repeats until it resolves",
         vec![path("fingerprint")],
         Some(json!({"type": "object", "additionalProperties": false, "required": ["by"], "properties": {
-            "by": {"type": "string", "minLength": 1, "maxLength": 128}, "comment": {"type": "string", "maxLength": 1000}}})),
+            "by": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "\\S"}, "comment": {"type": "string", "maxLength": 1000}}})),
         json!({"200": ok("the acknowledgement", json!({"type": "object", "required": ["fingerprint", "acknowledgement"]})),
             "400": err("BadRequest"), "401": err("Unauthorized"), "403": err("Forbidden"), "404": not_found.clone(), "503": err("Unavailable")}),
     )}));
@@ -573,11 +601,11 @@ pub fn openapi_paths() -> serde_json::Map<String, Json_> {
         "get": op("Silences", vec![query("status", "only this status", json!({"type": "string", "enum": ["any", "active", "pending", "expired"], "default": "any"}))], None,
             json!({"200": ok("silences", json!({"type": "object", "required": ["silences"], "properties": {"silences": {"type": "array", "items": silence}}})),
                 "400": err("BadRequest"), "401": err("Unauthorized"), "404": not_found.clone(), "503": err("Unavailable")})),
-        "post": op("Create a silence (admin): matching alerts are not notified while it is active", vec![],
+        "post": op("Create a silence (admin): matching alerts are not notified while it is active. Give exactly one of ends_at or duration; it ends after it starts, in the future and within a year", vec![],
             Some(json!({"type": "object", "additionalProperties": false, "required": ["matchers", "created_by"], "properties": {
                 "matchers": {"type": "array", "minItems": 1, "maxItems": 32, "items": matcher},
                 "starts_at": time, "ends_at": time, "duration": duration,
-                "created_by": {"type": "string", "minLength": 1, "maxLength": 128}, "comment": {"type": "string"}}})),
+                "created_by": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "\\S"}, "comment": {"type": "string"}}})),
             json!({"201": ok("the silence", silence), "400": err("BadRequest"), "401": err("Unauthorized"), "403": err("Forbidden"),
                 "404": not_found.clone(), "503": err("Unavailable")})),
     }));
@@ -599,10 +627,10 @@ pub fn openapi_paths() -> serde_json::Map<String, Json_> {
         "post": op("Create a rule (admin); stored, survives restarts", vec![], Some(rule.clone()), create),
     }));
     paths.insert(format!("{PREFIX}/rules/{{name}}"), json!({
-        "get": op("One rule", vec![path("name")], None,
+        "get": op("One rule", vec![rule_name.clone()], None,
             json!({"200": ok("the rule", listed_rule), "401": err("Unauthorized"), "404": not_found.clone(), "503": err("Unavailable")})),
-        "put": op("Create or replace a rule (admin), config rules included", vec![path("name")], Some(rule.clone()), rule_responses("200")),
-        "delete": op("Delete a rule (admin); its alerts resolve at the next evaluation", vec![path("name")], None,
+        "put": op("Create or replace a rule (admin), config rules included; the body's name is the path's", vec![rule_name.clone()], Some(rule.clone()), rule_responses("200")),
+        "delete": op("Delete a rule (admin); its alerts resolve at the next evaluation", vec![rule_name], None,
             json!({"204": {"description": "deleted"}, "401": err("Unauthorized"), "403": err("Forbidden"), "404": not_found.clone(), "503": err("Unavailable")})),
     }));
     paths.insert(format!("{PREFIX}/channels"), json!({"get": op(

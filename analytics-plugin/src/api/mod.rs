@@ -36,7 +36,7 @@ pub fn route_specs() -> Vec<RouteSpec> {
     for name in routes::DATASETS.iter().chain(&["export", "openapi.json"]) {
         specs.push(RouteSpec::new(&format!("{API_PREFIX}/{name}"), &["GET"]));
     }
-    specs.push(RouteSpec::new(crate::alerting::api::PREFIX, &["GET", "POST", "PUT", "DELETE"]));
+    specs.extend(crate::alerting::api::route_specs());
     specs.push(RouteSpec::new(API_PREFIX, &[]));
     specs
 }
