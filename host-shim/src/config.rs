@@ -177,6 +177,26 @@ impl HostConfig {
         Ok(Self { server, plugins, index: raw.index, search: raw.search, projects })
     }
 
+    /// What the config sets up, one fact a line (`check-config`).
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "listen: {}\ndata dir: {}\ninstance id: {}\nplugins dir: {}\n",
+            self.server.listen,
+            self.server.data_dir.display(),
+            self.instance_id(),
+            self.plugins.dir.display()
+        );
+        for (name, entry) in &self.plugins.entries {
+            let state = if entry.enabled { "enabled" } else { "disabled" };
+            let keys = entry.config_toml.lines().filter(|l| !l.trim().is_empty()).count();
+            out.push_str(&format!("plugin {name}: {state}, config {keys} line(s)\n"));
+        }
+        for project in &self.projects {
+            out.push_str(&format!("project {}: {}\n", project.name, project.path.display()));
+        }
+        out
+    }
+
     pub fn instance_id(&self) -> String {
         self.server.instance_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
