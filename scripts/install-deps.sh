@@ -8,6 +8,9 @@ apt_packages=()
 command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v amtool >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+# deploy/check.sh: Debian's docker-compose 1.29 validates the Compose file
+# without a Docker engine (and brings python3-yaml).
+command -v docker-compose >/dev/null 2>&1 || apt_packages+=(docker-compose)
 
 if ((${#apt_packages[@]})); then
     echo "installing Debian packages: ${apt_packages[*]}"
