@@ -44,8 +44,13 @@ fn pg(backend: Backend) -> bool {
     backend != Backend::Sqlite
 }
 
-async fn open(url: &str, data_dir: &Path, timescale: TimescaleMode) -> anyhow::Result<Arc<dyn Storage>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
+async fn open(
+    url: &str,
+    data_dir: &Path,
+    timescale: TimescaleMode,
+    must_exist: bool,
+) -> anyhow::Result<Arc<dyn Storage>> {
+    if let Some(path) = url.strip_prefix("sqlite://").filter(|_| must_exist) {
         let path = data_dir.join(path);
         if !path.exists() {
             bail!("no SQLite database at '{}' (relative paths are taken from --data-dir)", path.display());
@@ -124,8 +129,8 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str) -> anyh
     if from == to {
         bail!("--from and --to are the same database");
     }
-    let source = open(from, data_dir, TimescaleMode::Auto).await.context("source")?;
-    let target = open(to, data_dir, timescale).await.context("target")?;
+    let source = open(from, data_dir, TimescaleMode::Auto, true).await.context("source")?;
+    let target = open(to, data_dir, timescale, false).await.context("target")?;
     let started = Instant::now();
     eprintln!(
         "copying {} ({}) into {} ({})",

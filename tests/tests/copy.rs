@@ -140,6 +140,13 @@ fn a_sqlite_history_copied_into_postgres_answers_the_same() {
         SEARCHES.iter().map(|(user, query)| format!("{user}:{query}")).collect::<Vec<_>>().join(",")
     );
 
+    // And back into a new SQLite file: times and result lists convert both
+    // ways, and the copy is complete again.
+    let back = format!("sqlite://{}", dir.path().join("back.db").display());
+    let (ok, again, stderr) = admin(&["copy", "--from", &pg.url, "--to", &back]);
+    assert!(ok, "copy back failed:\n{again}{stderr}");
+    assert!(again.starts_with(&format!("copied {events} events")), "{again}");
+
     // A second copy into the same database is refused: it would double.
     let (ok, _, stderr) = admin(&["copy", "--from", &from, "--to", &pg.url]);
     assert!(!ok);
