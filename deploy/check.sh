@@ -18,7 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bin_dir=$(cd "${CONTEXT_BIN_DIR:-../target/debug}" && pwd)
 
-for tool in docker-compose promtool amtool python3; do
+# PyYAML comes with Debian's docker-compose, for the system Python.
+python=python3
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import yaml' 2>/dev/null; then python=/usr/bin/python3; fi
+
+for tool in docker-compose promtool amtool "$python"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "deploy/check.sh: $tool not found (run scripts/install-deps.sh)" >&2
         exit 1
@@ -64,7 +68,7 @@ grep -q 'ANALYTICS_DB_PASSWORD' "$work/missing.txt"
 
 # Reproduce each service's bind mounts under $work/root/SERVICE.
 compose config >"$work/resolved.yml"
-python3 - "$work/resolved.yml" "$work/root" <<'PY'
+"$python" - "$work/resolved.yml" "$work/root" <<'PY'
 import os, shutil, sys, yaml
 resolved, root = sys.argv[1], sys.argv[2]
 services = yaml.safe_load(open(resolved))["services"]
@@ -109,7 +113,7 @@ host_config=$root/context/etc/context/host.toml
 
 # Grafana: the provisioning files parse, and the dashboards folder they
 # point at is what compose mounts, holding valid dashboard JSON.
-python3 - "$root/grafana" <<'PY'
+"$python" - "$root/grafana" <<'PY'
 import glob, json, os, sys, yaml
 root = sys.argv[1]
 for kind in ("datasources", "dashboards"):
