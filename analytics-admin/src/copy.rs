@@ -13,6 +13,13 @@
 //! rollup rows older than the oldest raw event cannot be carried over (the
 //! command says how many). From a TimescaleDB source the target's rollups
 //! are rebuilt from the raw events by one maintenance pass.
+//!
+//! The target must be empty, or with `--append` must hold no event of the
+//! source's (instance, boot) pairs (`ingest_progress` says which it holds):
+//! servers switched to the target first keep writing while their old
+//! history is merged in. Rollup rows of buckets both sides wrote conflict;
+//! the target's are kept and every bucket raw retention still covers is
+//! then recomputed from the merged raw events.
 
 use std::{path::Path, sync::Arc, time::Instant};
 
@@ -119,7 +126,7 @@ async fn count(store: &dyn Storage, table: &str) -> anyhow::Result<i64> {
     rows.first().and_then(|n| n.parse().ok()).ok_or_else(|| anyhow!("count of {table} unreadable"))
 }
 
-pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str) -> anyhow::Result<()> {
+pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str, append: bool) -> anyhow::Result<()> {
     let timescale = match timescale {
         "auto" => TimescaleMode::Auto,
         "on" => TimescaleMode::On,
@@ -147,14 +154,20 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str) -> anyh
             bail!("table {table} is missing on one side: is this an analytics database?");
         }
     }
+    let mut before = std::collections::BTreeMap::new();
     for table in &shared {
         let rows = count(target.as_ref(), table).await?;
-        if rows > 0 {
+        if rows > 0 && !append {
             bail!(
                 "the target already holds {rows} rows in {table}: copy into an empty database \
-                 (a second copy would store every event twice)"
+                 (a second copy would store every event twice), or use --append to merge into a \
+                 database servers already write"
             );
         }
+        before.insert(table.as_str(), rows);
+    }
+    if append {
+        check_disjoint(source.as_ref(), target.as_ref()).await?;
     }
     // Raw tables first, in time order, then the rest.
     let mut order: Vec<&String> =
@@ -162,16 +175,21 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str) -> anyh
     order.extend(shared.iter().filter(|t| !RAW_TABLES.contains(&t.as_str())).copied());
     let mut report = Vec::new();
     for table in order {
-        let copied = copy_table(source.as_ref(), target.as_ref(), table).await?;
+        // Events and ingest marks never conflict (checked above); rollup
+        // rows of the buckets both databases wrote do, and are recomputed
+        // from the raw events afterwards.
+        let merge = append && !RAW_TABLES.contains(&table.as_str()) && table != "ingest_progress";
+        let copied = copy_table(source.as_ref(), target.as_ref(), table, merge).await?;
         let expected = count(source.as_ref(), table).await?;
-        let stored = count(target.as_ref(), table).await?;
-        if stored != expected || copied != expected {
-            bail!("{table}: source has {expected} rows, {copied} copied, target has {stored}");
+        let stored = count(target.as_ref(), table).await? - before[table.as_str()];
+        let complete = if merge { stored <= expected } else { stored == expected };
+        if !complete || copied != expected {
+            bail!("{table}: source has {expected} rows, {copied} copied, target gained {stored}");
         }
         eprintln!("  {table}: {stored} rows");
         report.push((table.clone(), stored));
     }
-    finish_rollups(source.as_ref(), target.as_ref(), &source_tables, &target_tables).await?;
+    finish_rollups(source.as_ref(), target.as_ref(), &source_tables, &target_tables, append).await?;
     let events: i64 = report.iter().filter(|(t, _)| RAW_TABLES.contains(&t.as_str())).map(|(_, n)| *n).sum();
     println!(
         "copied {events} events and {} other rows in {} tables in {:.1} s",
@@ -184,7 +202,12 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str) -> anyh
     Ok(())
 }
 
-async fn copy_table(source: &dyn Storage, target: &dyn Storage, table: &str) -> anyhow::Result<i64> {
+async fn copy_table(
+    source: &dyn Storage,
+    target: &dyn Storage,
+    table: &str,
+    merge: bool,
+) -> anyhow::Result<i64> {
     let source_columns = columns(source, table).await?;
     let target_columns = columns(target, table).await?;
     let mut cols = Vec::new();
@@ -216,11 +239,11 @@ async fn copy_table(source: &dyn Storage, target: &dyn Storage, table: &str) -> 
         let row = row.with_context(|| format!("reading {table}"))?;
         batch.extend(row);
         if batch.len() >= per_statement * cols.len() {
-            copied += insert(target, table, &cols, std::mem::take(&mut batch)).await?;
+            copied += insert(target, table, &cols, std::mem::take(&mut batch), merge).await?;
         }
     }
     if !batch.is_empty() {
-        copied += insert(target, table, &cols, batch).await?;
+        copied += insert(target, table, &cols, batch, merge).await?;
     }
     Ok(copied)
 }
@@ -230,12 +253,14 @@ async fn insert(
     table: &str,
     cols: &[Column],
     values: Vec<Value>,
+    ignore_conflicts: bool,
 ) -> anyhow::Result<i64> {
     let width = cols.len();
     let rows = values.len() / width;
     let pg = pg(target.backend());
     let mut sql = format!(
-        "INSERT INTO {table} ({}) VALUES ",
+        "INSERT {}INTO {table} ({}) VALUES ",
+        if ignore_conflicts && !pg { "OR IGNORE " } else { "" },
         cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
     );
     for r in 0..rows {
@@ -261,6 +286,9 @@ async fn insert(
         }
         sql.push(')');
     }
+    if ignore_conflicts && pg {
+        sql.push_str(" ON CONFLICT DO NOTHING");
+    }
     target.query(&sql, &values).await.with_context(|| format!("writing {table}"))?;
     Ok(rows as i64)
 }
@@ -271,6 +299,7 @@ async fn finish_rollups(
     target: &dyn Storage,
     source_tables: &[String],
     target_tables: &[String],
+    append: bool,
 ) -> anyhow::Result<()> {
     let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
     if target.backend() == Backend::Timescaledb {
@@ -325,21 +354,39 @@ async fn finish_rollups(
             }
         }
     } else if target_tables.iter().any(|t| t == "rollup_dirty")
-        && !source_tables.iter().any(|t| t == "rollup_dirty")
+        && (append || !source_tables.iter().any(|t| t == "rollup_dirty"))
     {
-        // From TimescaleDB: the source had no rollup tables; rebuild them
-        // from the copied events.
+        // From TimescaleDB the source had no rollup tables; merged into a
+        // database with events of its own, the buckets both wrote hold only
+        // one side. Rebuild from the raw events what raw retention holds.
         let raw = RAW_TABLES.map(|t| format!("SELECT time FROM {t}")).join(" UNION ALL ");
         let range = format!(
             "INSERT INTO rollup_dirty (from_time, to_time) SELECT min(time), max(time) FROM ({raw}) AS raw \
              HAVING count(*) > 0"
         );
         target.query(&range, &[]).await?;
-        target.maintain(now_us).await?;
-        eprintln!("  rollups rebuilt from the copied events");
+        if target.maintain(now_us).await?.ran {
+            eprintln!("  rollups rebuilt from the raw events");
+        } else {
+            eprintln!("  rollups: marked for the next maintenance run (a server holds the maintenance lock)");
+        }
     } else if target.backend() != Backend::Timescaledb {
         // Pending ranges were copied with rollup_dirty; bring them up to date.
         target.maintain(now_us).await?;
+    }
+    Ok(())
+}
+
+/// In append mode: refuses when any (instance, boot) of the source already
+/// has events in the target, which would store them twice.
+async fn check_disjoint(source: &dyn Storage, target: &dyn Storage) -> anyhow::Result<()> {
+    let boots = "SELECT instance_id || ' boot ' || CAST(boot_id AS TEXT) FROM ingest_progress";
+    let theirs = target.query_strings(boots).await?;
+    if let Some(both) = source.query_strings(boots).await?.into_iter().find(|b| theirs.contains(b)) {
+        bail!(
+            "the target already holds events of instance {both}: this history was copied there before \
+             (a second copy would store its events twice)"
+        );
     }
     Ok(())
 }

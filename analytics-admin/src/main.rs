@@ -4,9 +4,10 @@
 //!
 //! - `check-config FILE`: the `[plugins.analytics.config]` table of a host
 //!   config, checked as the plugin checks it at load.
-//! - `copy --from URL --to URL`: every event, rollup and ingest mark from
-//!   one analytics database into another, empty one (SQLite to PostgreSQL or
-//!   TimescaleDB, and back).
+//! - `copy --from URL --to URL [--append]`: every event, rollup and ingest
+//!   mark from one analytics database into another (SQLite to PostgreSQL or
+//!   TimescaleDB, and back): an empty one, or with `--append` one that
+//!   servers already write.
 
 mod check;
 mod copy;
@@ -53,18 +54,25 @@ enum Command {
         /// `timescaledb` setting for the target: auto, on or off.
         #[arg(long, default_value = "auto")]
         timescaledb: String,
+        /// Merge into a target that servers already write (after switching
+        /// them to it), instead of requiring an empty one. Refused when the
+        /// target already holds events of a source's instance and boot.
+        #[arg(long)]
+        append: bool,
     },
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::CheckConfig { file, plugin } => check::run(&file, &plugin).map(|text| print!("{text}")),
-        Command::Copy { from, to, data_dir, timescaledb } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(copy::run(&from, &to, &data_dir, &timescaledb))),
+        Command::Copy { from, to, data_dir, timescaledb, append } => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(copy::run(&from, &to, &data_dir, &timescaledb, append)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -187,3 +187,76 @@ fn copy_refuses_bad_input_with_what_is_allowed() {
     assert!(!ok);
     assert!(stderr.contains("--timescaledb 'maybe' (expected auto, on or off)"), "{stderr}");
 }
+
+/// Without downtime beyond a restart: the server is switched to PostgreSQL
+/// first and keeps writing there, then its SQLite history is merged in with
+/// `copy --append`; the buckets both databases wrote are recomputed.
+#[test]
+fn a_server_switched_to_postgres_first_gets_its_sqlite_history_merged_in() {
+    let scratch = Scratch::new("append");
+    let root = scratch.path().join("project");
+    write_files(
+        &root,
+        &[
+            ("src/main.rs", b"fn main() { let needle = parse(); }\nfn parse() -> u32 { 1 }\n"),
+            ("src/lib.rs", b"pub fn needle() {}\npub fn haystack() {}\n"),
+        ],
+    );
+    let projects = vec![("sample".to_owned(), root.clone())];
+    let search = |host: &Host, user: &str, query: &str| {
+        let (status, body) = host.get(&format!("/api/v1/search?q={query}&project=sample"), user);
+        assert_eq!(status, 200, "{body}");
+    };
+    let requests = |host: &Host| {
+        let (_, body) = host.get_json("/api/v1/analytics/search-performance?timerange=1h", "reader");
+        body["summary"]["requests"].as_u64().unwrap_or(0)
+    };
+    // The same server (same instance id) before and after the switch.
+    let old = Host::start(spec("url = \"sqlite://analytics.db\"", projects.clone(), "switched"));
+    old.wait_indexed(1);
+    for (user, query) in SEARCHES {
+        search(&old, user, query);
+    }
+    old.wait_until("searches written", || requests(&old) == SEARCHES.len() as u64);
+    let dir = old.stop_keep();
+    let sqlite = format!("sqlite://{}", dir.path().join("data/plugins/analytics/analytics.db").display());
+
+    let pg = Postgres::start();
+    let new = Host::start(spec(&format!("url = \"{}\"", pg.url), projects, "switched"));
+    new.wait_indexed(1);
+    for query in ["needle", "needle", "haystack"] {
+        search(&new, "dave", query);
+    }
+    new.wait_until("new searches written", || requests(&new) == 3);
+
+    let (ok, _, stderr) = admin(&["copy", "--from", &sqlite, "--to", &pg.url]);
+    assert!(!ok);
+    assert!(stderr.contains("or use --append to merge into a database servers already write"), "{stderr}");
+
+    let (ok, stdout, stderr) = admin(&["copy", "--append", "--from", &sqlite, "--to", &pg.url]);
+    assert!(ok, "append failed:\n{stdout}{stderr}");
+    assert!(stderr.contains(&format!("  search_events: {} rows", SEARCHES.len())), "{stderr}");
+    assert!(stderr.contains("  ingest_progress: 1 rows"), "{stderr}");
+    let count = |sql: &str| pg.psql(sql).parse::<usize>().unwrap();
+    assert_eq!(count("SELECT count(*) FROM search_events"), SEARCHES.len() + 3);
+    assert_eq!(count("SELECT count(*) FROM ingest_progress WHERE instance_id = 'switched'"), 2, "two boots");
+
+    // The server answers for both histories, from rollups too: the minute
+    // both databases wrote was recomputed from the merged raw events.
+    new.wait_until("merged history rolled up", || requests(&new) == SEARCHES.len() as u64 + 3);
+    let (_, hourly) = new.get_json("/api/v1/analytics/search-performance?timerange=24h&step=1h", "reader");
+    assert_eq!(hourly["summary"]["requests"], SEARCHES.len() + 3, "{hourly}");
+    let (_, top) = new.get_json("/api/v1/analytics/top-queries?timerange=1h&limit=1", "reader");
+    assert_eq!(top["queries"][0]["query"], "needle");
+    assert_eq!(top["queries"][0]["count"], 3 + 2, "{top}");
+    let (status, export) =
+        new.get("/api/v1/analytics/export?dataset=raw-searches&format=ndjson&timerange=1h", "r");
+    assert_eq!(status, 200);
+    assert_eq!(export.lines().count(), SEARCHES.len() + 3);
+
+    // Merging the same history twice is refused, naming the instance.
+    let (ok, _, stderr) = admin(&["copy", "--append", "--from", &sqlite, "--to", &pg.url]);
+    assert!(!ok);
+    assert!(stderr.contains("the target already holds events of instance switched boot "), "{stderr}");
+    assert_eq!(count("SELECT count(*) FROM search_events"), SEARCHES.len() + 3);
+}
