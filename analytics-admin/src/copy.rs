@@ -169,10 +169,14 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str, append:
     if append {
         check_disjoint(source.as_ref(), target.as_ref()).await?;
     }
-    // Raw tables first, in time order, then the rest.
-    let mut order: Vec<&String> =
-        shared.iter().filter(|t| RAW_TABLES.contains(&t.as_str())).copied().collect();
-    order.extend(shared.iter().filter(|t| !RAW_TABLES.contains(&t.as_str())).copied());
+    // The ingest marks first, so that a copy interrupted anywhere later is
+    // recognised (and refused) when run again; then raw events; then the
+    // rest.
+    let first = |t: &String| t == "ingest_progress";
+    let raw = |t: &String| RAW_TABLES.contains(&t.as_str());
+    let mut order: Vec<&String> = shared.iter().copied().filter(|t| first(t)).collect();
+    order.extend(shared.iter().copied().filter(|t| raw(t)));
+    order.extend(shared.iter().copied().filter(|t| !first(t) && !raw(t)));
     let mut report = Vec::new();
     for table in order {
         // Events and ingest marks never conflict (checked above); rollup
