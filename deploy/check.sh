@@ -2,6 +2,9 @@
 # Validates the deploy stack with the real tools, without a Docker engine:
 #   - compose.yml parses and resolves with .env.example (docker-compose 1.29
 #     `config -q`), and every variable it requires is in .env.example;
+#   - each service's --config flag names a file it mounts, and every address
+#     the configs point at (scrape targets, Alertmanager, Grafana's data
+#     sources, the plugin's storage URL) is a service of the file;
 #   - every bind mount of the resolved file is reproduced under a scratch
 #     root, then each mounted config is checked by the program that reads
 #     it: `promtool check config` (Prometheus, with the mounted rules),
@@ -94,6 +97,39 @@ for name, service in services.items():
                 shutil.copytree(source, dest)
         else:
             shutil.copy(source, dest)
+
+# Each service's config flags name a file it really has mounted.
+for name, service in services.items():
+    command = service.get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    for i, arg in enumerate(command):
+        path = None
+        if arg.startswith("--config.file="):
+            path = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(command):
+            path = command[i + 1]
+        if path and not os.path.isfile(os.path.join(root, name, path.lstrip("/"))):
+            sys.exit(f"deploy/check.sh: {name} reads {path}, which compose.yml does not mount")
+
+# Every host name the configs point at is a service of this file.
+def host_of(address):
+    address = address.split("://", 1)[-1]
+    return address.split("/", 1)[0].rsplit(":", 1)[0]
+prometheus = yaml.safe_load(open(os.path.join(root, "prometheus/etc/prometheus/prometheus.yml")))
+addresses = [t for job in prometheus["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]]
+addresses += [t for am in prometheus["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+grafana_env = services["grafana"]["environment"]
+addresses += [grafana_env["PROMETHEUS_URL"], grafana_env["ANALYTICS_DB_HOST"]]
+import tomllib
+host_config = tomllib.load(open(os.path.join(root, "context/etc/context/host.toml"), "rb"))
+storage_url = host_config["plugins"]["analytics"]["config"]["storage"]["url"]
+addresses.append(storage_url.split("@", 1)[-1])
+for address in addresses:
+    host = host_of(address)
+    if host not in services and host not in ("127.0.0.1", "localhost"):
+        sys.exit(f"deploy/check.sh: '{address}' points at '{host}', which is not a service of compose.yml")
+print(f"compose.yml: config files mounted where each service reads them; {len(addresses)} addresses name services")
 PY
 root=$work/root
 
