@@ -188,8 +188,16 @@ impl HostConfig {
         );
         for (name, entry) in &self.plugins.entries {
             let state = if entry.enabled { "enabled" } else { "disabled" };
-            let keys = entry.config_toml.lines().filter(|l| !l.trim().is_empty()).count();
-            out.push_str(&format!("plugin {name}: {state}, config {keys} line(s)\n"));
+            fn leaves(value: &toml::Value) -> usize {
+                match value {
+                    toml::Value::Table(t) => t.values().map(leaves).sum(),
+                    _ => 1,
+                }
+            }
+            let keys = toml::from_str::<toml::Table>(&entry.config_toml)
+                .map(|t| t.values().map(leaves).sum::<usize>())
+                .unwrap_or(0);
+            out.push_str(&format!("plugin {name}: {state}, {keys} config key(s)\n"));
         }
         for project in &self.projects {
             out.push_str(&format!("project {}: {}\n", project.name, project.path.display()));
