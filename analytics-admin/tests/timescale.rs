@@ -8,7 +8,7 @@
 use std::{process::Command, time::Duration};
 
 use context_analytics::storage::{
-    self, InsertMethod, RetentionConfig, Storage, StorageConfig, TimescaleMode, Value, latency,
+    self, InsertMethod, RetentionConfig, StorageConfig, TimescaleMode, Value, latency,
     rows::{EventId, Row, RowBatch, RowData, SearchRow},
 };
 use context_e2e::Scratch;
