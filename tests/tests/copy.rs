@@ -105,7 +105,15 @@ fn a_sqlite_history_copied_into_postgres_answers_the_same() {
         let (_, body) = host.get_json("/api/v1/analytics/search-performance?timerange=1h", "reader");
         body["summary"]["requests"].as_u64() == Some(SEARCHES.len() as u64)
     });
-    // One fixed range for both hosts: the one the SQLite host chose for 24h.
+    // The server writes a project snapshot every second: stop it, and read
+    // the "before" answers from the same data dir served with no projects
+    // (so nothing new is written), over one fixed range for both hosts.
+    let dir = host.stop_keep();
+    let host = Host::start_in(dir, spec("url = \"sqlite://analytics.db\"", Vec::new(), "copy-sqlite"));
+    host.wait_until("storage ready", || {
+        let (_, health) = host.get_json("/api/v1/analytics/health", "reader");
+        health["storage"]["ready"] == true
+    });
     let (_, day) = host.get_json("/api/v1/analytics/search-performance?timerange=24h", "reader");
     let range = format!(
         "from={}&to={}",
@@ -116,6 +124,8 @@ fn a_sqlite_history_copied_into_postgres_answers_the_same() {
     assert_eq!(before[0].1["summary"]["requests"], SEARCHES.len());
     let raw_searches = before.iter().find(|(p, _)| p.contains("raw-searches")).unwrap();
     assert_eq!(raw_searches.1.as_array().unwrap().len(), SEARCHES.len());
+    let snapshots = before.iter().find(|(p, _)| p.contains("raw-snapshots")).unwrap();
+    assert!(!snapshots.1.as_array().unwrap().is_empty(), "snapshots are compared too");
     let dir = host.stop_keep();
     let sqlite = dir.path().join("data/plugins/analytics/analytics.db");
     assert!(sqlite.exists(), "{}", sqlite.display());
