@@ -74,11 +74,14 @@ fn live_host(scratch: &Scratch) -> Host {
     host.wait_until("events written and a snapshot stored", || {
         let (_, health) = host.get_json("/api/v1/analytics/health", "docs");
         let received = &health["events"]["received"];
-        let hooks =
-            ["search", "open", "index"].iter().map(|k| received[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let snapshots = received["snapshot"].as_u64().unwrap_or(0);
+        let all = ["search", "open", "index", "snapshot"]
+            .iter()
+            .map(|k| received[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
         let written = health["storage"]["events_written"].as_u64().unwrap_or(0);
         let (_, health_of_code) = host.get_json("/api/v1/analytics/code-health?project=sample", "docs");
-        written > hooks && health_of_code["projects"][0]["total_files"].is_u64()
+        snapshots >= 1 && written == all && health_of_code["projects"][0]["total_files"].is_u64()
     });
     host.wait_until("searches rolled up", || {
         let (status, body) = host.get_json("/api/v1/analytics/search-performance?timerange=1h", "docs");
