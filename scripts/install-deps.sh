@@ -12,6 +12,9 @@ command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
 # Debian's own python3) and make their TLS certificates with openssl.
 /usr/bin/python3 -c "import aiosmtpd" >/dev/null 2>&1 || apt_packages+=(python3-aiosmtpd)
 command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+# deploy/check.sh: Debian's docker-compose 1.29 validates the Compose file
+# without a Docker engine (and brings python3-yaml).
+command -v docker-compose >/dev/null 2>&1 || apt_packages+=(docker-compose)
 
 if ((${#apt_packages[@]})); then
     echo "installing Debian packages: ${apt_packages[*]}"

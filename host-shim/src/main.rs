@@ -27,6 +27,9 @@ enum Command {
     /// Print a plugin library's name, version and interface version, or why
     /// it cannot be loaded.
     CheckPlugin { file: PathBuf },
+    /// Parse a host config file as `serve` would, print what it sets up,
+    /// and exit non-zero with the offending key if it is invalid.
+    CheckConfig { file: PathBuf },
     /// Write a corpus of source-like files (deterministic for a seed) and
     /// print its `[[projects]]` sections.
     GenCorpus {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        Command::CheckConfig { file } => HostConfig::load(&file).map(|config| print!("{}", config.summary())),
         Command::GenCorpus { dir, files, projects, seed, max_file_bytes } => {
             corpus::generate(&dir, files, projects, seed, max_file_bytes).map(|made| {
                 eprintln!(
