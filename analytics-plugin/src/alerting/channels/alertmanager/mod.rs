@@ -3,7 +3,8 @@
 //! routing, grouping, inhibition and silences apply.
 //!
 //! ```toml
-//! [alerting.channels."am"]
+//! [[plugins.analytics.config.alerting.channels]]
+//! name = "am"
 //! kind = "alertmanager"
 //! options = { url = "http://alertmanager:9093" }
 //! ```

@@ -2,7 +2,8 @@
 //! (lettre), with a plain-text and an HTML body (multipart/alternative).
 //!
 //! ```toml
-//! [alerting.channels."mail-oncall"]
+//! [[plugins.analytics.config.alerting.channels]]
+//! name = "mail-oncall"
 //! kind = "email"
 //! options = { host = "smtp.example.com", tls = "starttls", from = "Context alerts <alerts@example.com>", to = ["oncall@example.com", "lead@example.com"], username_env = "SMTP_USER", password_env = "SMTP_PASSWORD" }
 //! ```

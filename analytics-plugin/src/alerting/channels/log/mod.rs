@@ -1,7 +1,8 @@
 //! `log`: writes one line per notification to the host's log.
 //!
 //! ```toml
-//! [alerting.channels."host-log"]
+//! [[plugins.analytics.config.alerting.channels]]
+//! name = "host-log"
 //! kind = "log"
 //! options = { level = "warn" }   # optional; default: by severity
 //! ```

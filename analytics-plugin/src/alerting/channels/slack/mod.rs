@@ -1,7 +1,8 @@
 //! `slack`: posts to a Slack incoming webhook.
 //!
 //! ```toml
-//! [alerting.channels."slack-oncall"]
+//! [[plugins.analytics.config.alerting.channels]]
+//! name = "slack-oncall"
 //! kind = "slack"
 //! options = { url_env = "SLACK_WEBHOOK_URL", channel = "#search-oncall", username = "Context alerts" }
 //! ```

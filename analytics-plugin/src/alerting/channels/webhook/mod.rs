@@ -1,7 +1,8 @@
 //! `webhook`: POSTs each notification as JSON to a URL.
 //!
 //! ```toml
-//! [alerting.channels."ops-hook"]
+//! [[plugins.analytics.config.alerting.channels]]
+//! name = "ops-hook"
 //! kind = "webhook"
 //! options = { url = "https://hooks.example.com/alerts", format = "json", secret_env = "OPS_HOOK_SECRET", headers = { "X-Team" = "search" } }
 //! ```
