@@ -35,16 +35,26 @@ fn timescale_config(url: &str) -> StorageConfig {
     }
 }
 
-/// Empties the shared test server's event tables (other suites leave theirs).
+/// Empties the shared test server's event and alert tables (other suites
+/// leave theirs).
 async fn reset(url: &str, dir: &std::path::Path) {
     let mut last = String::new();
     for _ in 0..50 {
         let store = storage::open(&timescale_config(url), &RetentionConfig::default(), dir).unwrap();
         let result = async {
             store.prepare().await?;
-            for table in
-                ["search_events", "index_events", "open_events", "project_snapshots", "ingest_progress"]
-            {
+            for table in [
+                "search_events",
+                "index_events",
+                "open_events",
+                "project_snapshots",
+                "ingest_progress",
+                "alert_rules",
+                "alert_state",
+                "alert_history",
+                "alert_silences",
+                "alert_deliveries",
+            ] {
                 store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await?;
             }
             Ok::<_, storage::StorageError>(())

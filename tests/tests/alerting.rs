@@ -466,3 +466,83 @@ fn two_hosts_on_one_postgres_notify_once_and_the_survivor_takes_over() {
         1
     );
 }
+
+fn request(host: &Host, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}{path}", host.base_url);
+    let response = match (method, body) {
+        ("PUT", Some(b)) => agent.put(&url).header("content-type", "application/json").send(b.to_string()),
+        ("POST", Some(b)) => agent.post(&url).header("content-type", "application/json").send(b.to_string()),
+        ("DELETE", _) => agent.delete(&url).call(),
+        _ => agent.get(&url).call(),
+    }
+    .expect("request reaches the host");
+    let status = response.status().as_u16();
+    (status, response.into_body().read_to_string().unwrap_or_default())
+}
+
+#[test]
+fn rules_created_changed_and_deleted_through_the_api_survive_a_restart() {
+    let scratch = Scratch::new("alerting-rules");
+    let host = Host::start(spec(&scratch, config(None, "")));
+    // The database is prepared in the background after start.
+    host.wait_until("storage ready", || {
+        request(&host, "GET", "/api/v1/analytics/alerts/rules", None).0 == 200
+    });
+    let rule = json!({
+        "name": "DocsSlow", "measure": "search_latency", "percentile": 99.0, "window": "10m",
+        "op": ">", "threshold": 750.0, "for": "5m", "severity": "error", "per_project": true,
+        "labels": {"team": "docs"}, "annotations": {"summary": "p99 of {{ $labels.project }} is {{ $value }} ms"},
+    });
+    let (status, body) = request(&host, "POST", "/api/v1/analytics/alerts/rules", Some(&rule));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = request(&host, "POST", "/api/v1/analytics/alerts/rules", Some(&rule));
+    assert_eq!(status, 409, "{body}");
+    // Bad input: a 400 naming what is wrong, nothing stored.
+    let mut bad = rule.clone();
+    bad["name"] = json!("Bad");
+    bad["measure"] = json!("cpu");
+    let (status, body) = request(&host, "POST", "/api/v1/analytics/alerts/rules", Some(&bad));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("percentile applies to measure search_latency only"), "{body}");
+    let (status, body) = request(
+        &host,
+        "POST",
+        "/api/v1/analytics/alerts/rules",
+        Some(&json!({"name": "X", "measure": "latency"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown variant `latency`") && body.contains("search_latency"), "{body}");
+    let mut renamed = rule.clone();
+    renamed["name"] = json!("Other");
+    let (status, body) = request(&host, "PUT", "/api/v1/analytics/alerts/rules/DocsSlow", Some(&renamed));
+    assert_eq!(status, 400, "{body}");
+    // Change it, and delete the config rule of the test config.
+    let mut changed = rule.clone();
+    changed["threshold"] = json!(900.0);
+    let (status, body) = request(&host, "PUT", "/api/v1/analytics/alerts/rules/DocsSlow", Some(&changed));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = request(&host, "DELETE", "/api/v1/analytics/alerts/rules/SearchErrors", None);
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = request(&host, "DELETE", "/api/v1/analytics/alerts/rules/SearchErrors", None);
+    assert_eq!(status, 404);
+
+    // After a restart the API's changes are still in force.
+    let dir = host.stop_keep();
+    let host = Host::start_in(dir, spec(&scratch, config(None, "")));
+    host.wait_until("storage ready", || {
+        request(&host, "GET", "/api/v1/analytics/alerts/rules", None).0 == 200
+    });
+    let (status, rules) = host.get_json("/api/v1/analytics/alerts/rules", "ops");
+    assert_eq!(status, 200);
+    let names: Vec<&str> =
+        rules["rules"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["DocsSlow"], "{rules}");
+    let docs = &rules["rules"][0];
+    assert_eq!(docs["threshold"], 900.0);
+    assert_eq!(docs["source"], "api");
+    assert_eq!(docs["percentile"], 99.0);
+    assert_eq!(docs["window"], "10m");
+    let (status, one) = host.get_json("/api/v1/analytics/alerts/rules/DocsSlow", "ops");
+    assert_eq!((status, &one["for"]), (200, &json!("5m")));
+}
