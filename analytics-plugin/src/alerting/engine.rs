@@ -527,8 +527,12 @@ impl Engine {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_prune = 0i64;
+        // Evaluations are timed by the schedule, not by when they happen to
+        // run: `for` then spans a whole number of intervals exactly, instead
+        // of missing by a few microseconds and waiting one more interval.
+        let (mut base_instant, mut base_us) = (tokio::time::Instant::now(), now_us());
         loop {
-            tick.tick().await;
+            let scheduled = tick.tick().await;
             self.process.sample();
             if !storage_ready() {
                 continue;
@@ -556,7 +560,12 @@ impl Engine {
                 continue;
             }
             let started = std::time::Instant::now();
-            let now = now_us();
+            let mut now = base_us + scheduled.duration_since(base_instant).as_micros() as i64;
+            // Follow the wall clock (events are stamped by it) when it moved.
+            if (now - now_us()).abs() > every.as_micros() as i64 / 2 {
+                (base_instant, base_us) = (scheduled, now_us());
+                now = base_us;
+            }
             let report = self.evaluate(now).await;
             self.metrics.evaluation_seconds.observe(started.elapsed().as_secs_f64());
             let outcome = if report.errors.is_empty() { "ok" } else { "error" };
