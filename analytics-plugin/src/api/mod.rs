@@ -6,7 +6,9 @@ pub mod bridge;
 pub mod datasets;
 pub mod error;
 pub mod export;
+pub mod live;
 pub mod openapi;
+pub mod page;
 pub mod params;
 pub mod routes;
 pub mod sql;
@@ -36,12 +38,14 @@ pub fn route_specs() -> Vec<RouteSpec> {
     for name in routes::DATASETS.iter().chain(&["export", "openapi.json"]) {
         specs.push(RouteSpec::new(&format!("{API_PREFIX}/{name}"), &["GET"]));
     }
+    specs.push(RouteSpec::new(live::LIVE_PATH, &["GET"]));
+    specs.push(RouteSpec::new(page::PAGE_PREFIX, &["GET"]));
     specs.push(RouteSpec::new(API_PREFIX, &[]));
     specs
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route(METRICS_PATH, get(metrics))
         .route(HEALTH_PATH, get(health))
         .route("/api/v1/analytics/search-performance", get(routes::search_performance))
@@ -53,7 +57,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/analytics/export", get(export::export))
         .route("/api/v1/analytics/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(not_found)
-        .with_state(shared)
+        .with_state(shared.clone());
+    live::attach(api, shared)
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
