@@ -398,7 +398,7 @@
   async function stream(generation) {
     const controller = new AbortController();
     state.controller = controller;
-    const interval = ['7d', '30d'].includes(state.range) ? 5 : 2;
+    const interval = 5; // the longest silence; news comes about a second after it is written
     const response = await fetch(query({ interval }), { headers: headers('text/event-stream'), cache: 'no-store', signal: controller.signal });
     if (response.status === 401) throw new Unauthorized();
     if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
@@ -432,7 +432,7 @@
             state.events++;
             stopPolling();
             state.retries = 0;
-            setConn('live', `live · every ${interval} s`);
+            setConn('live', 'live');
             apply(JSON.parse(data.join('\n')));
           } else if (event === 'end') {
             return;

@@ -5,8 +5,10 @@
 //! reported by the host, active users in the last 5 minutes/hour/day).
 //!
 //! With `Accept: text/event-stream` the answer is a stream of server-sent
-//! events: a snapshot at once, then one every `interval` seconds, until
-//! `duration` seconds have passed (the page then reconnects, which also
+//! events: a snapshot at once, then one about a second after this instance
+//! writes new events (no more often than 1 s, nor than five times a
+//! snapshot's compute time), and a heartbeat at least every `interval`
+//! seconds, until `duration` seconds have passed (the page then reconnects, which also
 //! re-checks its token). Any other `Accept` gets one snapshot as JSON: the
 //! page's polling fallback, and what an API fuzzer sees (it never waits on
 //! an endless body). The stream ends as soon as the client is gone (the
@@ -15,7 +17,10 @@
 
 use std::{
     convert::Infallible,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -34,6 +39,7 @@ use tower::ServiceExt;
 use super::{API_PREFIX, error::ApiError, params::Params, routes::RANGE_PARAMS};
 use crate::{
     plugin::{Shared, now_us},
+    storage::Backend,
     time::format_rfc3339,
 };
 
@@ -131,6 +137,52 @@ fn instance(shared: &Shared, project: Option<&str>) -> Value {
     })
 }
 
+/// Brings the rollups up to date before a full snapshot, so that what was
+/// written a moment ago shows now rather than at the next maintenance pass
+/// (every `storage.maintenance_interval_secs`, 60 s by default). A pass
+/// recomputes only the buckets written since the last one. These passes
+/// run at most every 2 s and, over time, at most a tenth of the time: a
+/// leaky bucket gains 10·d seconds per pass of d seconds, drains one second
+/// per second, and allows a pass while it holds under 60 s (so a first
+/// catch-up pass of a few seconds is allowed once). At event rates where
+/// passes get long, freshness degrades instead of the database.
+/// TimescaleDB's continuous aggregates are real-time already: nothing to do.
+async fn refresh_rollups(shared: &Arc<Shared>) {
+    const MIN_GAP_US: i64 = 2_000_000;
+    const BURST_US: i64 = 60_000_000;
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    static LAST_AT_US: AtomicI64 = AtomicI64::new(0);
+    static EMPTY_AT_US: AtomicI64 = AtomicI64::new(0);
+    if shared.storage.backend() == Backend::Timescaledb || !shared.pipeline.storage_health.lock().connected {
+        return;
+    }
+    let now = now_us();
+    let level = EMPTY_AT_US.load(Ordering::Relaxed) - now;
+    if now - LAST_AT_US.load(Ordering::Relaxed) < MIN_GAP_US
+        || level > BURST_US
+        || RUNNING.swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    // Its own task: a pass is finished even if the client goes away.
+    let shared = shared.clone();
+    let pass = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = shared.storage.maintain(now_us()).await;
+        let took = started.elapsed().as_micros() as i64;
+        let now = now_us();
+        LAST_AT_US.store(now, Ordering::Relaxed);
+        let empty_at = EMPTY_AT_US.load(Ordering::Relaxed).max(now) + 10 * took;
+        EMPTY_AT_US.store(empty_at, Ordering::Relaxed);
+        match result {
+            Ok(_) => shared.pipeline.storage_health.lock().last_maintenance_at_us = Some(now),
+            Err(e) => shared.logger.warn(&format!("rollup refresh for the live page failed: {e}")),
+        }
+        RUNNING.store(false, Ordering::Release);
+    });
+    let _ = pass.await;
+}
+
 /// One snapshot: every source called concurrently; `full: false` calls
 /// only `health` (the stream's tick when nothing new was written).
 async fn snapshot(
@@ -140,6 +192,11 @@ async fn snapshot(
     seq: u64,
     full: bool,
 ) -> Value {
+    let refresh = Instant::now();
+    if full {
+        refresh_rollups(&state.shared).await;
+    }
+    let refresh_ms = refresh.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
     let mut calls = tokio::task::JoinSet::new();
     for (name, uri) in sources(range_query).into_iter().filter(|(name, _)| full || *name == "health") {
@@ -158,6 +215,7 @@ async fn snapshot(
         "query": range_query,
         "partial": !full,
         "compute_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+        "refresh_ms": (refresh_ms * 10.0).round() / 10.0,
         "sources": out,
         "instance": instance(&state.shared, project),
     })
@@ -197,11 +255,12 @@ async fn live(State(state): State<LiveState>, headers: HeaderMap, RawQuery(query
         project,
         interval: Duration::from_secs(interval as u64),
         deadline: Instant::now() + Duration::from_secs(duration as u64),
-        next_at: Instant::now(),
         seq: 0,
         ended: false,
+        sent_at: Instant::now(),
         written: 0,
         full_at: Instant::now(),
+        full_gap: MIN_FULL_GAP,
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next().await?;
@@ -224,23 +283,37 @@ struct Stream {
     state: LiveState,
     range: String,
     project: Option<String>,
+    /// Longest silence between two events.
     interval: Duration,
     deadline: Instant,
-    next_at: Instant,
     seq: u64,
     ended: bool,
-    /// Events this instance had written at the last full snapshot, and when.
+    sent_at: Instant,
+    /// Events this instance had written at the last full snapshot, when
+    /// that was, and the shortest wait before the next one.
     written: u64,
     full_at: Instant,
+    full_gap: Duration,
 }
 
-/// A stream recomputes everything at least this often, and at every tick
-/// after this instance wrote events; other ticks carry health only.
+/// A stream recomputes everything at least this often; in between, a
+/// heartbeat carries health only unless something new was written.
 const FULL_EVERY: Duration = Duration::from_secs(30);
+/// How often a stream looks whether this instance wrote new events.
+const WATCH: Duration = Duration::from_millis(250);
+/// Shortest wait between two full snapshots of a stream; at least five
+/// times the last one's compute time, so a page costs at most a fifth of
+/// a core however busy the server.
+const MIN_FULL_GAP: Duration = Duration::from_secs(1);
 
 impl Stream {
-    /// The next event's text, after waiting for its time; `None` once the
-    /// stream's duration is over (after an `end` event).
+    fn written_now(&self) -> u64 {
+        self.state.shared.pipeline.storage_health.lock().events_written
+    }
+
+    /// The next event's text, after waiting for news (events written by
+    /// this instance) or the heartbeat; `None` once the stream's duration is
+    /// over (after an `end` event).
     async fn next(&mut self) -> Option<String> {
         if self.ended {
             return None;
@@ -249,26 +322,32 @@ impl Stream {
         if self.seq == 0 {
             // Reconnect after 2 s when the connection drops.
             out.push_str("retry: 2000\n\n");
+        } else {
+            loop {
+                let now = Instant::now();
+                if now >= self.deadline {
+                    self.ended = true;
+                    return Some("event: end\ndata: {\"reason\":\"duration\"}\n\n".to_owned());
+                }
+                let news = self.written_now() != self.written && now >= self.full_at + self.full_gap;
+                if news || now >= self.sent_at + self.interval {
+                    break;
+                }
+                tokio::time::sleep(WATCH.min(self.deadline - now)).await;
+            }
         }
-        if self.next_at >= self.deadline {
-            self.ended = true;
-            return Some("event: end\ndata: {\"reason\":\"duration\"}\n\n".to_owned());
-        }
-        tokio::time::sleep_until(self.next_at.into()).await;
         self.seq += 1;
-        let written = self.state.shared.pipeline.storage_health.lock().events_written;
+        let written = self.written_now();
         let full = self.seq == 1 || written != self.written || self.full_at.elapsed() >= FULL_EVERY;
-        if full {
-            (self.written, self.full_at) = (written, Instant::now());
-        }
         let snapshot = snapshot(&self.state, &self.range, self.project.as_deref(), self.seq, full).await;
-        // Ticks stay on a fixed schedule; a slow snapshot skips ahead.
-        let now = Instant::now();
-        self.next_at += self.interval;
-        while self.next_at < now {
-            self.next_at += self.interval;
+        if full {
+            // Rollup refreshes have their own budget: only the reads count here.
+            let compute = Duration::from_secs_f64(snapshot["compute_ms"].as_f64().unwrap_or(0.0) / 1e3);
+            self.written = written;
+            self.full_at = Instant::now();
+            self.full_gap = MIN_FULL_GAP.max(compute * 5);
         }
-        self.next_at = self.next_at.min(self.deadline);
+        self.sent_at = Instant::now();
         out.push_str(&format!("id: {}\nevent: snapshot\ndata: {snapshot}\n\n", self.seq));
         Some(out)
     }
@@ -283,7 +362,11 @@ pub fn openapi() -> Value {
                "schema": {"type": "integer", "minimum": min, "maximum": max, "default": default}})
     };
     let mut params = range;
-    params.push(seconds("interval", "event streams only: seconds between snapshots", INTERVAL));
+    params.push(seconds(
+        "interval",
+        "event streams only: longest silence between two events, in seconds (events written by this instance are pushed within about a second)",
+        INTERVAL,
+    ));
     params.push(seconds(
         "duration",
         "event streams only: seconds until the server ends the stream (the client reconnects)",
@@ -294,13 +377,14 @@ pub fn openapi() -> Value {
         "body": {"description": "that route's JSON answer (its document, or its error)"},
     }});
     let snapshot = json!({"type": "object",
-    "required": ["seq", "time", "query", "partial", "compute_ms", "sources", "instance"],
+    "required": ["seq", "time", "query", "partial", "compute_ms", "refresh_ms", "sources", "instance"],
     "properties": {
         "seq": {"type": "integer", "minimum": 1},
         "partial": {"type": "boolean", "description": "true: only health (nothing new was written since the last full snapshot)"},
         "time": {"type": "string", "format": "date-time"},
         "query": {"type": "string"},
-        "compute_ms": {"type": "number"},
+        "compute_ms": {"type": "number", "description": "time spent reading the sources"},
+        "refresh_ms": {"type": "number", "description": "time spent bringing rollups up to date first"},
         "sources": {"type": "object", "additionalProperties": source},
         "instance": {"type": "object", "required": ["instance_id", "active_users", "index_queue_depth"], "properties": {
             "instance_id": {"type": "string"},
@@ -314,9 +398,10 @@ pub fn openapi() -> Value {
             search-performance at p50/p95/p99, cache-performance, index-performance, usage, top-queries, \
             zero-result top-queries, code-health, and alerts when that route exists), each as {status, body}, \
             plus this instance's index queue depth and active users. With `Accept: text/event-stream`: \
-            server-sent `snapshot` events (the same JSON), the first at once, then every `interval` seconds, \
-            and an `end` event after `duration` seconds; a tick with nothing newly written by this instance \
-            (and less than 30 s after the last full one) carries health only (`partial`). Any other Accept: one snapshot as JSON.",
+            server-sent `snapshot` events (the same JSON): the first at once, then one soon after this instance \
+            writes new events (at least 1 s apart), and at least every `interval` seconds (health only, \
+            `partial`, when nothing new was written and the last full one is under 30 s old); an `end` event \
+            after `duration` seconds. Any other Accept: one snapshot as JSON.",
         "parameters": params,
         "security": [{"bearer": []}, {}],
         "responses": {
