@@ -56,6 +56,14 @@
     if (perSecond * 60 >= 1) return `${fmtNum(perSecond * 60)} ${unit}/min`;
     return `${fmtNum(perSecond * 3600)} ${unit}/h`;
   }
+  /** Short axis labels: 950, 1.2k, 3.4M. */
+  function compact(n) {
+    if (n == null || !isFinite(n)) return '';
+    const a = Math.abs(n);
+    if (a >= 1e6) return `${+(n / 1e6).toFixed(1)}M`;
+    if (a >= 1e3) return `${+(n / 1e3).toFixed(1)}k`;
+    return `${+n.toFixed(a < 1 ? 2 : 1)}`;
+  }
   function fmtBytes(b) {
     if (b == null) return '–';
     const units = ['B', 'KB', 'MB', 'GB', 'TB'];
@@ -126,7 +134,7 @@
   }
 
   /** Draws (or updates) a time-series chart in a panel's chart box. */
-  function chart(p, key, x, series, format, show = true) {
+  function chart(p, key, x, series, format, unit, show = true) {
     p.chart.hidden = !show;
     if (!show || typeof uPlot === 'undefined') return;
     const data = [x, ...series.map((s) => s.values)];
@@ -143,10 +151,10 @@
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
       scales: { x: { time: true } },
-      axes: [{ stroke: '#5d6678' }, { stroke: '#5d6678', size: 64, values: (u, vals) => vals.map((v) => format(v)) }],
+      axes: [{ stroke: '#5d6678' }, { stroke: '#5d6678', size: 52, label: unit, labelSize: 16, values: (u, vals) => vals.map(compact) }],
       series: [{}, ...series.map((s, i) => ({
         label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false,
-        value: (u, v) => format(v),
+        points: { show: true, size: 4 }, value: (u, v) => format(v),
       }))],
     };
     state.charts[key] = { plot: new uPlot(opts, data, p.chart), labels, box: p.chart };
@@ -166,7 +174,7 @@
         stat('p99', 'p99', fmtMs(l.p99)), stat('avg', 'average', fmtMs(l.avg)), stat('max', 'max', fmtMs(l.max)));
       const empty = s.requests === 0;
       chart(p, 'latency', times(docs[1].buckets),
-        docs.map((d, i) => ({ label: ['p50', 'p95', 'p99'][i], values: d.buckets.map((b) => b.latency_ms) })), fmtMs, !empty);
+        docs.map((d, i) => ({ label: ['p50', 'p95', 'p99'][i], values: d.buckets.map((b) => b.latency_ms) })), fmtMs, 'ms', !empty);
       return { empty: empty && 'No searches in this range.' };
     });
     render('throughput', (p) => {
@@ -179,7 +187,7 @@
       p.stats.replaceChildren(stat('searches', 'searches in range', fmtInt(s.requests)),
         stat('rate', 'average rate', fmtRate(s.requests / span, 'searches')),
         stat('peak', `busiest ${fmtStep(step).replace(' buckets', '').replace('-', ' ')}`, fmtRate(Math.max(0, ...perMin) / 60, 'searches')));
-      chart(p, 'throughput', times(d.buckets), [{ label: 'searches/min', values: perMin }], (v) => (v == null ? '–' : `${fmtNum(v)}/min`), s.requests > 0);
+      chart(p, 'throughput', times(d.buckets), [{ label: 'searches/min', values: perMin }], (v) => (v == null ? '–' : `${fmtNum(v)}/min`), 'searches/min', s.requests > 0);
       return { empty: s.requests === 0 && 'No searches in this range.' };
     });
     render('errors', (p) => {
@@ -193,7 +201,7 @@
       chart(p, 'errors', times(d.buckets), [
         { label: 'errors', values: d.buckets.map((b) => rate(b.errors, b)) },
         { label: 'zero results', values: d.buckets.map((b) => rate(b.zero_results, b)) },
-      ], (v) => (v == null ? '–' : `${fmtNum(v)} %`), s.requests > 0);
+      ], (v) => (v == null ? '–' : `${fmtNum(v)} %`), '% of searches', s.requests > 0);
       return { empty: s.requests === 0 && 'No searches in this range, so no error or zero-result rate.' };
     });
     render('cache', (p) => {
@@ -207,7 +215,7 @@
       const pct = (r) => (r == null ? null : r * 100);
       chart(p, 'cache', times(d.buckets), ['l1', 'l2', 'l3', 'any'].map((k) => ({
         label: k === 'any' ? 'any' : k.toUpperCase(), values: d.buckets.map((b) => pct(b.layers[k].hit_rate)),
-      })), (v) => (v == null ? '–' : `${fmtNum(v)} %`), !empty);
+      })), (v) => (v == null ? '–' : `${fmtNum(v)} %`), 'hit rate %', !empty);
       p.extra.replaceChildren(!empty && d.projects.length > 1 ? table([['project'], ['L1', 'n'], ['L2', 'n'], ['L3', 'n'], ['any', 'n']],
         d.projects.map((x) => [[x.project, 'q'], ...['l1', 'l2', 'l3', 'any'].map((k) => [fmtPct(x.layers[k].hit_rate), 'n'])])) : '');
       return { empty: empty && 'No searches in this range, so no cache lookups.' };
@@ -224,7 +232,7 @@
         stat('duration', 'avg time per file', fmtMs(s.duration_ms.avg)),
         stat('queue', 'queue depth (this host)', `${fmtInt(waiting)} files`, 'files waiting to be indexed, as the host last reported'));
       chart(p, 'index', times(d.buckets), [{ label: 'files/s', values: d.buckets.map((b) => b.files_per_second) }],
-        (v) => (v == null ? '–' : `${fmtNum(v, 2)}/s`), s.files > 0);
+        (v) => (v == null ? '–' : `${fmtNum(v, 2)}/s`), 'files/s', s.files > 0);
       p.extra.replaceChildren(depths.length > 1 ? table([['project'], ['waiting', 'n']], depths.map((x) => [[x.project, 'q'], [`${fmtInt(x.files)} files`, 'n']])) : '');
       return { empty: s.files === 0 && 'No files indexed in this range.' };
     });
@@ -235,7 +243,7 @@
       p.stats.replaceChildren(stat('active', 'in range', fmtInt(d.active_users)), stat('5m', 'last 5 min (this host)', fmtInt(now['5m'])),
         stat('1h', 'last hour (this host)', fmtInt(now['1h'])), stat('24h', 'last 24 h (this host)', fmtInt(now['24h'])));
       chart(p, 'users', times(d.buckets), [{ label: 'active users', values: d.buckets.map((b) => b.active_users) }],
-        (v) => (v == null ? '–' : fmtNum(v)), d.active_users > 0);
+        (v) => (v == null ? '–' : fmtNum(v)), 'users', d.active_users > 0);
       return { empty: d.active_users === 0 && 'No one searched or opened a file in this range.' };
     });
     render('top', (p) => {
