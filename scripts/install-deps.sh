@@ -8,6 +8,10 @@ apt_packages=()
 command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v amtool >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+# The live page's browser tests (tests/browser): Debian's Chromium, driven by
+# playwright-core from npm (never a browser download).
+[ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 
 if ((${#apt_packages[@]})); then
     echo "installing Debian packages: ${apt_packages[*]}"
@@ -27,3 +31,6 @@ for service in prometheus prometheus-alertmanager; do
 done
 promtool --version | head -1
 amtool --version 2>&1 | head -1
+# playwright-core for tests/browser, exactly as package-lock.json says.
+(cd "$(dirname "$0")/../tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+chromium --version 2>/dev/null | head -1

@@ -7,8 +7,8 @@
 //   HOST_BIN=target/debug/context-host PLUGIN_SO=target/debug/libcontext_analytics.so \
 //   WORKDIR=target/browser node --test --test-concurrency=1 tests/browser/live.test.mjs
 //
-// (tests/browser/run.sh does this after `npm ci`.) A screenshot of the
-// loaded page is kept in $WORKDIR/artifacts/.
+// (tests/browser/run.sh does this after `npm ci`.) Screenshots of the
+// loaded page are kept in $BROWSER_ARTIFACTS (default $WORKDIR/artifacts).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,7 +18,7 @@ import { browser, drain, env, freePort, getJson, loadgen, sha256, sleep, startHo
 const HOST_BIN = env('HOST_BIN');
 const PLUGIN_SO = env('PLUGIN_SO');
 const WORKDIR = env('WORKDIR');
-const ARTIFACTS = path.join(WORKDIR, 'artifacts');
+const ARTIFACTS = process.env.BROWSER_ARTIFACTS || path.join(WORKDIR, 'artifacts');
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 const PANELS = ['latency', 'throughput', 'errors', 'cache', 'index', 'users', 'top', 'zero', 'code', 'health'];
