@@ -16,8 +16,8 @@
   // Exposed for the browser tests and for curious operators.
   const state = window.__analytics = {
     range: '1h', project: '', token: sessionStorage.getItem(TOKEN_KEY) || '',
-    conn: 'connecting', snapshots: 0, events: 0, polls: 0, lastSeq: 0, readyAt: null,
-    sources: {}, instance: null, projects: new Set(), charts: {}, generation: 0,
+    conn: 'connecting', snapshots: 0, events: 0, polls: 0, lastSeq: 0, readyAt: null, completeAt: null,
+    sources: {}, instance: null, timings: [], projects: new Set(), charts: {}, generation: 0,
     controller: null, pollTimer: null, retryTimer: null, watchdog: null, retries: 0,
   };
 
@@ -94,10 +94,11 @@
 
   // ---------- panels ----------
   class SourceError extends Error {}
+  class Computing extends Error {}
   /** The body of a source that answered 200, or a SourceError saying why not. */
   function need(name) {
     const source = state.sources[name];
-    if (!source) throw new SourceError(`no answer from ${name} yet`);
+    if (!source) throw new Computing('computing…');
     if (source.status !== 200) {
       const message = source.body && source.body.error ? source.body.error.message : `HTTP ${source.status}`;
       throw new SourceError(message);
@@ -125,8 +126,19 @@
       p.msg.textContent = result.empty || '';
       p.section.dataset.state = result.empty ? 'empty' : 'data';
     } catch (e) {
-      p.section.dataset.state = 'error';
       p.msg.hidden = false;
+      if (e instanceof Computing) {
+        // Nothing of another selection stays on screen.
+        p.stats.replaceChildren();
+        p.extra.replaceChildren();
+        p.chart.hidden = true;
+        if (p.sub) p.sub.textContent = '';
+        p.section.dataset.state = 'loading';
+        p.msg.className = 'empty';
+        p.msg.textContent = `${e.message} (this range reads every event in it)`;
+        return;
+      }
+      p.section.dataset.state = 'error';
       p.msg.className = 'empty error';
       p.msg.textContent = e instanceof SourceError ? e.message : `cannot show this panel: ${e.message}`;
       if (!(e instanceof SourceError)) console.warn(e);
@@ -322,6 +334,7 @@
     if (snapshot.instance) state.instance = snapshot.instance;
     state.snapshots++;
     state.lastSeq = snapshot.seq;
+    state.timings.push({ seq: snapshot.seq, compute_ms: snapshot.compute_ms, refresh_ms: snapshot.refresh_ms, partial: snapshot.partial, pending: snapshot.pending });
     learnProjects();
     renderAll();
     $('#panels').hidden = false;
@@ -331,6 +344,10 @@
     if (state.readyAt == null) {
       state.readyAt = performance.now();
       document.body.dataset.state = 'ready';
+    }
+    if (state.completeAt == null && !(snapshot.pending || []).length) {
+      state.completeAt = performance.now();
+      document.body.dataset.complete = 'true';
     }
   }
 

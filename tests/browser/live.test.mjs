@@ -143,7 +143,8 @@ describe('live page, tokens off', () => {
     assert.ok(one > 0 && one < all, `host-shim has some but not all searches (${one} of ${all})`);
     await page.selectOption('#project', 'host-shim');
     await waitFor('the host-shim figures', async () => int(await stat(page, 'throughput', 'searches')) === one, 5000);
-    assert.deepEqual(await page.locator('[data-panel="code"] tbody tr td:first-child').allInnerTexts(), ['host-shim']);
+    await waitFor('the host-shim code health', async () =>
+      JSON.stringify(await page.locator('[data-panel="code"] tbody tr td:first-child').allInnerTexts()) === '["host-shim"]', 5000);
     const topOne = (await getJson(`${host.base}${API}/top-queries?timerange=1h&limit=10&project=host-shim`)).body.queries;
     await waitFor('the host-shim top queries', async () =>
       (await page.locator('[data-panel="top"] tbody tr >> nth=0 >> td >> nth=0').innerText()) === topOne[0].query, 5000);

@@ -8,14 +8,17 @@
 //! events: a snapshot at once, then one about a second after this instance
 //! writes new events (no more often than 1 s, nor than five times a
 //! snapshot's compute time), and a heartbeat at least every `interval`
-//! seconds, until `duration` seconds have passed (the page then reconnects, which also
-//! re-checks its token). Any other `Accept` gets one snapshot as JSON: the
+//! seconds, until `duration` seconds have passed (the page then
+//! reconnects, which also re-checks its token). What answers within 250 ms
+//! goes first; the slow raw-event sources follow in a second event (and
+//! over hour-bucket ranges are shared between snapshots for a minute). Any other `Accept` gets one snapshot as JSON: the
 //! page's polling fallback, and what an API fuzzer sees (it never waits on
 //! an endless body). The stream ends as soon as the client is gone (the
 //! host's sink refuses the next event) or the host stops (it ends event
 //! streams when its shutdown begins).
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     sync::{
         Arc,
@@ -58,11 +61,14 @@ struct LiveState {
     shared: Arc<Shared>,
     /// The REST routes (without this one), called for each snapshot.
     api: Router,
+    /// Heavy sources' recent answers, by path and query.
+    cache: Cache,
 }
 
 /// Adds the live route and the page to the API router.
 pub fn attach(api: Router, shared: Arc<Shared>) -> Router {
-    let live = Router::new().route(LIVE_PATH, get(live)).with_state(LiveState { shared, api: api.clone() });
+    let state = LiveState { shared, api: api.clone(), cache: Cache::default() };
+    let live = Router::new().route(LIVE_PATH, get(live)).with_state(state);
     api.merge(live).merge(super::page::router())
 }
 
@@ -183,42 +189,106 @@ async fn refresh_rollups(shared: &Arc<Shared>) {
     let _ = pass.await;
 }
 
-/// One snapshot: every source called concurrently; `full: false` calls
-/// only `health` (the stream's tick when nothing new was written).
-async fn snapshot(
-    state: &LiveState,
-    range_query: &str,
-    project: Option<&str>,
+/// Sources that read raw events over the whole range (top lists, distinct
+/// users, files reached): seconds over 30 days of a busy server, where the
+/// others take milliseconds. Over ranges with buckets of an hour or more
+/// their answers are shared between snapshots (and pages) for
+/// [`HEAVY_TTL`]; a stream sends the quick sources first.
+const HEAVY: [&str; 4] = ["usage", "top_queries", "zero_queries", "code_health"];
+const HEAVY_TTL: Duration = Duration::from_secs(60);
+/// How long a stream waits for every source before sending what it has.
+const FIRST_PART: Duration = Duration::from_millis(250);
+const CACHE_ENTRIES: usize = 64;
+
+type Cache = Arc<parking_lot::Mutex<HashMap<String, (Instant, u16, Value)>>>;
+
+/// A snapshot being computed: sources answered so far, calls still running.
+struct Pending {
+    calls: tokio::task::JoinSet<(&'static str, (u16, Value))>,
+    waiting: Vec<&'static str>,
+    done: serde_json::Map<String, Value>,
     seq: u64,
     full: bool,
-) -> Value {
+    started: Instant,
+    refresh_ms: f64,
+}
+
+/// Starts a snapshot: every source called concurrently (heavy ones from
+/// the cache when `cached`); `full: false` calls only `health` (the
+/// stream's heartbeat when nothing new was written).
+async fn start(state: &LiveState, range_query: &str, seq: u64, full: bool, cached: bool) -> Pending {
     let refresh = Instant::now();
     if full {
         refresh_rollups(&state.shared).await;
     }
-    let refresh_ms = refresh.elapsed().as_secs_f64() * 1e3;
-    let started = Instant::now();
-    let mut calls = tokio::task::JoinSet::new();
+    let mut pending = Pending {
+        calls: tokio::task::JoinSet::new(),
+        waiting: Vec::new(),
+        done: serde_json::Map::new(),
+        seq,
+        full,
+        started: Instant::now(),
+        refresh_ms: refresh.elapsed().as_secs_f64() * 1e3,
+    };
     for (name, uri) in sources(range_query).into_iter().filter(|(name, _)| full || *name == "health") {
+        let cache = (cached && HEAVY.contains(&name)).then(|| state.cache.clone());
+        if let Some(cache) = &cache {
+            let hit = cache.lock().get(&uri).filter(|(at, _, _)| at.elapsed() < HEAVY_TTL).cloned();
+            if let Some((_, status, body)) = hit {
+                pending.done.insert(name.to_owned(), json!({"status": status, "body": body}));
+                continue;
+            }
+        }
         let api = state.api.clone();
-        calls.spawn(async move { (name, call(api, uri).await) });
+        pending.waiting.push(name);
+        pending.calls.spawn(async move {
+            let (status, body) = call(api, uri.clone()).await;
+            if let (Some(cache), 200) = (cache, status) {
+                let mut cache = cache.lock();
+                cache.retain(|_, (at, _, _)| at.elapsed() < HEAVY_TTL);
+                if cache.len() < CACHE_ENTRIES {
+                    cache.insert(uri, (Instant::now(), status, body.clone()));
+                }
+            }
+            (name, (status, body))
+        });
     }
-    let mut out = serde_json::Map::new();
-    while let Some(joined) = calls.join_next().await {
-        if let Ok((name, (status, body))) = joined {
-            out.insert(name.to_owned(), json!({"status": status, "body": body}));
+    pending
+}
+
+impl Pending {
+    /// Collects answers until every call is done or `until` has passed.
+    async fn collect(&mut self, until: Option<Instant>) {
+        loop {
+            let joined = match until {
+                None => self.calls.join_next().await,
+                Some(until) => match tokio::time::timeout_at(until.into(), self.calls.join_next()).await {
+                    Ok(joined) => joined,
+                    Err(_) => return,
+                },
+            };
+            let Some(joined) = joined else { return };
+            if let Ok((name, (status, body))) = joined {
+                self.waiting.retain(|w| *w != name);
+                self.done.insert(name.to_owned(), json!({"status": status, "body": body}));
+            }
         }
     }
-    json!({
-        "seq": seq,
-        "time": format_rfc3339(now_us()),
-        "query": range_query,
-        "partial": !full,
-        "compute_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
-        "refresh_ms": (refresh_ms * 10.0).round() / 10.0,
-        "sources": out,
-        "instance": instance(&state.shared, project),
-    })
+
+    /// The snapshot document of what was collected since the last one.
+    fn document(&mut self, state: &LiveState, range_query: &str, project: Option<&str>) -> Value {
+        json!({
+            "seq": self.seq,
+            "time": format_rfc3339(now_us()),
+            "query": range_query,
+            "partial": !self.full || !self.waiting.is_empty(),
+            "pending": self.waiting,
+            "compute_ms": (self.started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            "refresh_ms": (self.refresh_ms * 10.0).round() / 10.0,
+            "sources": std::mem::take(&mut self.done),
+            "instance": instance(&state.shared, project),
+        })
+    }
 }
 
 fn wants_stream(headers: &HeaderMap) -> bool {
@@ -232,7 +302,8 @@ fn wants_stream(headers: &HeaderMap) -> bool {
 async fn live(State(state): State<LiveState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let checked = (|| {
         let params = Params::parse(query.as_deref(), &allowed())?;
-        params.range(now_us())?;
+        // Heavy sources are shared between snapshots over hour-bucket ranges.
+        let cached = params.range(now_us())?.step_us >= 3_600_000_000;
         let project = params.project()?;
         let interval = params.integer("interval", INTERVAL.0, INTERVAL.1, INTERVAL.2)?;
         let duration = params.integer("duration", DURATION.0, DURATION.1, DURATION.2)?;
@@ -240,14 +311,16 @@ async fn live(State(state): State<LiveState>, headers: HeaderMap, RawQuery(query
         let range: Vec<(&str, &str)> =
             RANGE_PARAMS.iter().filter_map(|k| params.get(k).map(|v| (*k, v))).collect();
         let range = serde_urlencoded::to_string(range).map_err(|_| ApiError::internal())?;
-        Ok::<_, ApiError>((range, project, interval, duration))
+        Ok::<_, ApiError>((range, project, interval, duration, cached))
     })();
-    let (range, project, interval, duration) = match checked {
+    let (range, project, interval, duration, cached) = match checked {
         Ok(checked) => checked,
         Err(error) => return error.into_response(),
     };
     if !wants_stream(&headers) {
-        return Json(snapshot(&state, &range, project.as_deref(), 1, true).await).into_response();
+        let mut pending = start(&state, &range, 1, true, cached).await;
+        pending.collect(None).await;
+        return Json(pending.document(&state, &range, project.as_deref())).into_response();
     }
     let stream = Stream {
         state,
@@ -261,6 +334,8 @@ async fn live(State(state): State<LiveState>, headers: HeaderMap, RawQuery(query
         written: 0,
         full_at: Instant::now(),
         full_gap: MIN_FULL_GAP,
+        cached,
+        rest: None,
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next().await?;
@@ -294,6 +369,9 @@ struct Stream {
     written: u64,
     full_at: Instant,
     full_gap: Duration,
+    cached: bool,
+    /// The rest of a snapshot whose quick part was sent.
+    rest: Option<Pending>,
 }
 
 /// A stream recomputes everything at least this often; in between, a
@@ -318,6 +396,9 @@ impl Stream {
         if self.ended {
             return None;
         }
+        if let Some(pending) = self.rest.take() {
+            return Some(self.rest(pending).await);
+        }
         let mut out = String::new();
         if self.seq == 0 {
             // Reconnect after 2 s when the connection drops.
@@ -339,17 +420,43 @@ impl Stream {
         self.seq += 1;
         let written = self.written_now();
         let full = self.seq == 1 || written != self.written || self.full_at.elapsed() >= FULL_EVERY;
-        let snapshot = snapshot(&self.state, &self.range, self.project.as_deref(), self.seq, full).await;
         if full {
-            // Rollup refreshes have their own budget: only the reads count here.
-            let compute = Duration::from_secs_f64(snapshot["compute_ms"].as_f64().unwrap_or(0.0) / 1e3);
             self.written = written;
-            self.full_at = Instant::now();
-            self.full_gap = MIN_FULL_GAP.max(compute * 5);
         }
-        self.sent_at = Instant::now();
-        out.push_str(&format!("id: {}\nevent: snapshot\ndata: {snapshot}\n\n", self.seq));
+        let mut pending = start(&self.state, &self.range, self.seq, full, self.cached).await;
+        // What answers quickly goes first; the rest follows in its own event.
+        pending.collect(Some(Instant::now() + FIRST_PART)).await;
+        let document = pending.document(&self.state, &self.range, self.project.as_deref());
+        if !pending.waiting.is_empty() {
+            self.rest = Some(pending);
+        } else if full {
+            self.full_done(&document);
+        }
+        out.push_str(&self.event(&document));
         Some(out)
+    }
+
+    /// The rest of a snapshot whose quick part was sent.
+    async fn rest(&mut self, mut pending: Pending) -> String {
+        pending.collect(None).await;
+        let document = pending.document(&self.state, &self.range, self.project.as_deref());
+        if pending.full {
+            self.full_done(&document);
+        }
+        self.event(&document)
+    }
+
+    /// After a full snapshot: the next one waits at least five times its
+    /// compute time (rollup refreshes have their own budget).
+    fn full_done(&mut self, document: &Value) {
+        let compute = Duration::from_secs_f64(document["compute_ms"].as_f64().unwrap_or(0.0) / 1e3);
+        self.full_at = Instant::now();
+        self.full_gap = MIN_FULL_GAP.max(compute * 5);
+    }
+
+    fn event(&mut self, document: &Value) -> String {
+        self.sent_at = Instant::now();
+        format!("id: {}\nevent: snapshot\ndata: {document}\n\n", self.seq)
     }
 }
 
@@ -377,10 +484,11 @@ pub fn openapi() -> Value {
         "body": {"description": "that route's JSON answer (its document, or its error)"},
     }});
     let snapshot = json!({"type": "object",
-    "required": ["seq", "time", "query", "partial", "compute_ms", "refresh_ms", "sources", "instance"],
+    "required": ["seq", "time", "query", "partial", "pending", "compute_ms", "refresh_ms", "sources", "instance"],
     "properties": {
         "seq": {"type": "integer", "minimum": 1},
-        "partial": {"type": "boolean", "description": "true: only health (nothing new was written since the last full snapshot)"},
+        "partial": {"type": "boolean", "description": "true: only some sources (merge them into the last snapshot)"},
+        "pending": {"type": "array", "items": {"type": "string"}, "description": "sources still computing: a later event of the same seq carries them"},
         "time": {"type": "string", "format": "date-time"},
         "query": {"type": "string"},
         "compute_ms": {"type": "number", "description": "time spent reading the sources"},
@@ -401,7 +509,10 @@ pub fn openapi() -> Value {
             server-sent `snapshot` events (the same JSON): the first at once, then one soon after this instance \
             writes new events (at least 1 s apart), and at least every `interval` seconds (health only, \
             `partial`, when nothing new was written and the last full one is under 30 s old); an `end` event \
-            after `duration` seconds. Any other Accept: one snapshot as JSON.",
+            after `duration` seconds. A stream sends the sources that answer within 250 ms first and the rest \
+            (`pending`) in a second event of the same seq; over ranges with buckets of an hour or more, the \
+            raw-event sources (usage, top-queries, code-health) are shared between snapshots for 60 s. \
+            Any other Accept: one snapshot as JSON, complete.",
         "parameters": params,
         "security": [{"bearer": []}, {}],
         "responses": {
