@@ -261,8 +261,8 @@
     render('top', (p) => {
       const d = need('top_queries');
       p.extra.replaceChildren(d.queries.length ? table(
-        [['query'], ['searches', 'n'], ['avg latency', 'n'], ['avg results', 'n'], ['zero results', 'n'], ['click-through', 'n']],
-        d.queries.map((q) => [[q.query, 'q'], [fmtInt(q.count), 'n'], [fmtMs(q.avg_latency_ms), 'n'], [fmtNum(q.avg_results), 'n'],
+        [['query'], ['searches', 'n'], ['avg latency', 'n'], ['zero results', 'n'], ['click-through', 'n']],
+        d.queries.map((q) => [[q.query, 'q'], [fmtInt(q.count), 'n'], [fmtMs(q.avg_latency_ms), 'n'],
           [fmtPct(q.zero_result_rate), 'n'], [fmtPct(q.click_through_rate), 'n']])) : '');
       return { empty: !d.queries.length && 'No searches in this range.' };
     });

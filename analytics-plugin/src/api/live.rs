@@ -205,6 +205,9 @@ type Cache = Arc<parking_lot::Mutex<HashMap<String, (Instant, u16, Value)>>>;
 /// A snapshot being computed: sources answered so far, calls still running.
 struct Pending {
     calls: tokio::task::JoinSet<(&'static str, (u16, Value))>,
+    /// Heavy calls, started once the quick ones are done so that they do
+    /// not slow them down: (name, path and query, cache to fill).
+    heavy: Vec<(&'static str, String, Option<Cache>)>,
     waiting: Vec<&'static str>,
     done: serde_json::Map<String, Value>,
     seq: u64,
@@ -223,6 +226,7 @@ async fn start(state: &LiveState, range_query: &str, seq: u64, full: bool, cache
     }
     let mut pending = Pending {
         calls: tokio::task::JoinSet::new(),
+        heavy: Vec::new(),
         waiting: Vec::new(),
         done: serde_json::Map::new(),
         seq,
@@ -239,9 +243,20 @@ async fn start(state: &LiveState, range_query: &str, seq: u64, full: bool, cache
                 continue;
             }
         }
-        let api = state.api.clone();
         pending.waiting.push(name);
-        pending.calls.spawn(async move {
+        if HEAVY.contains(&name) {
+            pending.heavy.push((name, uri, cache));
+        } else {
+            pending.spawn(state, name, uri, cache);
+        }
+    }
+    pending
+}
+
+impl Pending {
+    fn spawn(&mut self, state: &LiveState, name: &'static str, uri: String, cache: Option<Cache>) {
+        let api = state.api.clone();
+        self.calls.spawn(async move {
             let (status, body) = call(api, uri.clone()).await;
             if let (Some(cache), 200) = (cache, status) {
                 let mut cache = cache.lock();
@@ -253,13 +268,15 @@ async fn start(state: &LiveState, range_query: &str, seq: u64, full: bool, cache
             (name, (status, body))
         });
     }
-    pending
-}
 
-impl Pending {
     /// Collects answers until every call is done or `until` has passed.
-    async fn collect(&mut self, until: Option<Instant>) {
+    async fn collect(&mut self, state: &LiveState, until: Option<Instant>) {
         loop {
+            if self.calls.is_empty() {
+                for (name, uri, cache) in std::mem::take(&mut self.heavy) {
+                    self.spawn(state, name, uri, cache);
+                }
+            }
             let joined = match until {
                 None => self.calls.join_next().await,
                 Some(until) => match tokio::time::timeout_at(until.into(), self.calls.join_next()).await {
@@ -319,7 +336,7 @@ async fn live(State(state): State<LiveState>, headers: HeaderMap, RawQuery(query
     };
     if !wants_stream(&headers) {
         let mut pending = start(&state, &range, 1, true, cached).await;
-        pending.collect(None).await;
+        pending.collect(&state, None).await;
         return Json(pending.document(&state, &range, project.as_deref())).into_response();
     }
     let stream = Stream {
@@ -425,7 +442,7 @@ impl Stream {
         }
         let mut pending = start(&self.state, &self.range, self.seq, full, self.cached).await;
         // What answers quickly goes first; the rest follows in its own event.
-        pending.collect(Some(Instant::now() + FIRST_PART)).await;
+        pending.collect(&self.state, Some(Instant::now() + FIRST_PART)).await;
         let document = pending.document(&self.state, &self.range, self.project.as_deref());
         if !pending.waiting.is_empty() {
             self.rest = Some(pending);
@@ -438,7 +455,7 @@ impl Stream {
 
     /// The rest of a snapshot whose quick part was sent.
     async fn rest(&mut self, mut pending: Pending) -> String {
-        pending.collect(None).await;
+        pending.collect(&self.state, None).await;
         let document = pending.document(&self.state, &self.range, self.project.as_deref());
         if pending.full {
             self.full_done(&document);
