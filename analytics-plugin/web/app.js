@@ -343,6 +343,7 @@
       (state.instance ? ` · instance ${state.instance.instance_id}` : '');
     if (state.readyAt == null) {
       state.readyAt = performance.now();
+      state.readyPanels = document.querySelectorAll('[data-panel]:not([hidden])[data-state="data"], [data-panel]:not([hidden])[data-state="empty"]').length;
       document.body.dataset.state = 'ready';
     }
     if (state.completeAt == null && !(snapshot.pending || []).length) {

@@ -56,6 +56,7 @@ try {
       const m = await page.evaluate(() => ({
         ready_ms: window.__analytics.readyAt,
         complete_ms: window.__analytics.completeAt,
+        first_paint_panels: window.__analytics.readyPanels,
         dom_ms: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd,
         compute_ms: window.__analytics.timings?.[0]?.compute_ms ?? null,
         refresh_ms: window.__analytics.timings?.[0]?.refresh_ms ?? null,
@@ -70,12 +71,14 @@ try {
       runs: loads.length, ready_ms_median: median('ready_ms'), ready_ms_max: Math.max(...sorted('ready_ms')),
       complete_ms_median: median('complete_ms'), complete_ms_max: Math.max(...sorted('complete_ms')),
       first_load_complete_ms: loads[0].complete_ms, dom_ms_median: median('dom_ms'), compute_ms_median: median('compute_ms'),
-      panels_with_data: Math.min(...loads.map((l) => l.panels)), loads,
+      panels_with_data: Math.min(...loads.map((l) => l.panels)),
+      first_paint_panels_min: Math.min(...loads.map((l) => l.first_paint_panels)), loads,
     };
     const r = results[range];
     console.log(`${range.padStart(4)}: first paint median ${r.ready_ms_median.toFixed(0)} ms (max ${r.ready_ms_max.toFixed(0)}); ` +
       `every panel median ${r.complete_ms_median.toFixed(0)} ms (max ${r.complete_ms_max.toFixed(0)}, first load ${r.first_load_complete_ms.toFixed(0)}); ` +
-      `HTML+assets ${r.dom_ms_median.toFixed(0)} ms; quick part computed in ${r.compute_ms_median} ms; ${r.panels_with_data} panels with data`);
+      `HTML+assets ${r.dom_ms_median.toFixed(0)} ms; quick part computed in ${r.compute_ms_median} ms; ` +
+      `panels drawn at first paint ≥ ${r.first_paint_panels_min}, at the end ${r.panels_with_data}`);
   }
   const out = { date: new Date().toISOString(), searches_30d: searches, load_average_before: load, load_average_after: os.loadavg()[0], results };
   fs.writeFileSync(path.join(WORKDIR, 'page-bench.json'), JSON.stringify(out, null, 2));
