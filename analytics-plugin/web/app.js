@@ -476,9 +476,12 @@
     if (state.controller) state.controller.abort();
     clearTimeout(state.retryTimer);
     while (generation === state.generation) {
+      const opened = Date.now();
       try {
         await stream(generation);
-        state.retries = 0; // ended by the server: reconnect at once
+        state.retries = 0; // ended by the server: reconnect at once…
+        // …unless it ends as soon as it opens (a proxy closing it): no spinning.
+        if (Date.now() - opened < 2000) await new Promise((resolve) => { state.retryTimer = setTimeout(resolve, 2000); });
       } catch (e) {
         if (generation !== state.generation) return;
         if (e instanceof Unauthorized) return needToken(state.token ? 'The token was refused.' : '');
