@@ -750,6 +750,17 @@ class Host:
             "",
             "[plugins.analytics]",
             "enabled = true",
+            "",
+            # Alerting evaluates every second, so the evaluation panels have
+            # samples within the check's scrapes; the per-channel series
+            # (notifications, dead letters, queue depth) exist only for
+            # configured channels, and the `log` kind needs no receiver.
+            "[plugins.analytics.config.alerting]",
+            'evaluation_interval = "1s"',
+            "",
+            "[[plugins.analytics.config.alerting.channels]]",
+            'name = "journal"',
+            'kind = "log"',
         ]
         for name, path in projects.items():
             config += ["", "[[projects]]", f"name = {json.dumps(name)}", f"path = {json.dumps(str(path))}"]

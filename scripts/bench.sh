@@ -57,6 +57,8 @@ if $smoke; then
     step "6. plugin memory"
     $host bench memory --plugin $so --workdir "$work" \
         --files 200 --rate 500 --seconds 6 --sample-every 2 --warmup 1
+    step "7. alert latency, threshold crossing to notification"
+    $host bench alert-latency --plugin $so --workdir "$work" --trials 2
 else
     cargo build --release --locked -p context-host -p context-analytics
     so=$PWD/target/release/libcontext_analytics.so
@@ -82,5 +84,7 @@ else
     $host bench scrape --plugin $so --workdir "$work" --json "$work/scrape.json"
     step "6. plugin memory"
     $host bench memory --plugin $so --workdir "$work" --json "$work/memory.json"
+    step "7. alert latency, threshold crossing to notification"
+    $host bench alert-latency --plugin $so --workdir "$work" --json "$work/alert-latency.json"
 fi
 step "benchmarks done in $((SECONDS - started)) s"

@@ -8,6 +8,13 @@ apt_packages=()
 command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v amtool >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+# The email channel's tests send to a real SMTP server (aiosmtpd, for
+# Debian's own python3) and make their TLS certificates with openssl.
+/usr/bin/python3 -c "import aiosmtpd" >/dev/null 2>&1 || apt_packages+=(python3-aiosmtpd)
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+# deploy/check.sh: Debian's docker-compose 1.29 validates the Compose file
+# without a Docker engine (and brings python3-yaml).
+command -v docker-compose >/dev/null 2>&1 || apt_packages+=(docker-compose)
 # The live page's browser tests (tests/browser): Debian's Chromium, driven by
 # playwright-core from npm (never a browser download).
 [ -x /usr/bin/chromium ] || apt_packages+=(chromium)

@@ -27,6 +27,8 @@ export CONTEXT_TEST_POSTGRES_URL CONTEXT_TEST_TIMESCALE_URL
 echo "PostgreSQL: $CONTEXT_TEST_POSTGRES_URL  TimescaleDB: $CONTEXT_TEST_TIMESCALE_URL"
 
 cargo build --workspace --all-targets --locked
+# The deploy stack: Compose file, every config it mounts, the systemd unit.
+deploy/check.sh
 cargo test --workspace --locked
 
 # Every dashboard panel against a real Prometheus scraping the real host,

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use crate::{
+    alerting::config::AlertingConfig,
     api::auth::AuthConfig,
     storage::{RetentionConfig, StorageConfig, privacy::PrivacyConfig},
 };
@@ -32,6 +33,7 @@ pub struct AnalyticsConfig {
     pub retention: RetentionConfig,
     pub privacy: PrivacyConfig,
     pub auth: AuthConfig,
+    pub alerting: AlertingConfig,
 }
 
 /// `[plugins.analytics.config.pipeline]`: between the hooks and storage.
@@ -78,6 +80,7 @@ impl Default for AnalyticsConfig {
             retention: RetentionConfig::default(),
             privacy: PrivacyConfig::default(),
             auth: AuthConfig::default(),
+            alerting: AlertingConfig::default(),
         }
     }
 }
@@ -107,6 +110,7 @@ impl AnalyticsConfig {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} = 0 (expected at least 1)"));
         }
+        self.alerting.validate()?;
         if !(self.hot_spot_factor.is_finite() && self.hot_spot_factor > 1.0) {
             return Err(format!("hot_spot_factor = {} (expected a number above 1)", self.hot_spot_factor));
         }

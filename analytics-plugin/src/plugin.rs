@@ -16,6 +16,7 @@ use prometheus::core::Collector as _;
 use serde_json::json;
 
 use crate::{
+    alerting::{self, Alerting},
     api,
     collector::Collector,
     config::AnalyticsConfig,
@@ -38,6 +39,7 @@ pub struct Shared {
     pub host: HostContext,
     pub logger: HostLogger,
     pub started: Instant,
+    pub alerting: Alerting,
 }
 
 impl Shared {
@@ -102,6 +104,16 @@ impl Shared {
                 "hook_panics": panics,
             },
             "queue": {"depth": self.pipeline.depth(), "capacity": self.config.pipeline.queue_capacity},
+            "alerting": match &self.alerting.engine {
+                None => json!({"enabled": false}),
+                Some(engine) => json!({
+                    "enabled": true,
+                    "leader": engine.leading(),
+                    "channels": engine.channels.iter().map(|c| c.config.name.as_str()).collect::<Vec<_>>(),
+                    "refused_channel_libraries": self.alerting.refused,
+                    "last_evaluation": *engine.last.lock(),
+                }),
+            },
             "storage": storage,
         })
     }
@@ -185,6 +197,14 @@ impl AnalyticsPlugin {
             Duration::from_millis(config.storage.write_timeout_ms),
             config.pipeline.batch_max_events,
         );
+        let alerting = alerting::build(
+            &config.alerting,
+            storage.clone(),
+            &collector.registry,
+            logger.clone(),
+            &data_dir,
+        )
+        .map_err(|e| PluginError::config(format!("invalid [plugins.analytics.config]: {e}")))?;
         let identity = Identity { instance_id, boot_id: now_us() };
         let pipeline =
             Pipeline::start(&config, collector.clone(), writer, privacy, identity, runtime.handle());
@@ -207,8 +227,11 @@ impl AnalyticsPlugin {
             host,
             logger,
             started: Instant::now(),
+            alerting,
         });
         runtime.spawn(maintenance(shared.clone()));
+        let health = shared.pipeline.storage_health.clone();
+        shared.alerting.start(runtime.handle(), move || health.lock().ready);
         let router = api::router(shared.clone());
         drop(_entered);
         Ok(Self {
@@ -275,6 +298,14 @@ impl Plugin for AnalyticsPlugin {
 
     fn shutdown(&self) -> Result<(), PluginError> {
         self.shared.pipeline.shutdown();
+        // Hand alerting over at once rather than when the process exits.
+        let (done, wait) = std::sync::mpsc::channel();
+        let storage = self.shared.storage.clone();
+        self.runtime.spawn(async move {
+            storage.resign().await;
+            let _ = done.send(());
+        });
+        let _ = wait.recv_timeout(Duration::from_secs(2));
         self.shared.logger.info("analytics flushed its pipeline and stopped");
         Ok(())
     }

@@ -177,6 +177,34 @@ impl HostConfig {
         Ok(Self { server, plugins, index: raw.index, search: raw.search, projects })
     }
 
+    /// What the config sets up, one fact a line (`check-config`).
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "listen: {}\ndata dir: {}\ninstance id: {}\nplugins dir: {}\n",
+            self.server.listen,
+            self.server.data_dir.display(),
+            self.instance_id(),
+            self.plugins.dir.display()
+        );
+        for (name, entry) in &self.plugins.entries {
+            let state = if entry.enabled { "enabled" } else { "disabled" };
+            fn leaves(value: &toml::Value) -> usize {
+                match value {
+                    toml::Value::Table(t) => t.values().map(leaves).sum(),
+                    _ => 1,
+                }
+            }
+            let keys = toml::from_str::<toml::Table>(&entry.config_toml)
+                .map(|t| t.values().map(leaves).sum::<usize>())
+                .unwrap_or(0);
+            out.push_str(&format!("plugin {name}: {state}, {keys} config key(s)\n"));
+        }
+        for project in &self.projects {
+            out.push_str(&format!("project {}: {}\n", project.name, project.path.display()));
+        }
+        out
+    }
+
     pub fn instance_id(&self) -> String {
         self.server.instance_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -27,6 +27,9 @@ enum Command {
     /// Print a plugin library's name, version and interface version, or why
     /// it cannot be loaded.
     CheckPlugin { file: PathBuf },
+    /// Parse a host config file as `serve` would, print what it sets up,
+    /// and exit non-zero with the offending key if it is invalid.
+    CheckConfig { file: PathBuf },
     /// Write a corpus of source-like files (deterministic for a seed) and
     /// print its `[[projects]]` sections.
     GenCorpus {
@@ -57,6 +60,8 @@ enum BenchCommand {
     Scrape(bench::scrape::ScrapeArgs),
     /// Resident memory, plugin enabled against disabled, at a fixed rate.
     Memory(bench::memory::MemoryArgs),
+    /// Time from a rule's threshold crossing to its notification arriving.
+    AlertLatency(bench::alert::AlertArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        Command::CheckConfig { file } => HostConfig::load(&file).map(|config| print!("{}", config.summary())),
         Command::GenCorpus { dir, files, projects, seed, max_file_bytes } => {
             corpus::generate(&dir, files, projects, seed, max_file_bytes).map(|made| {
                 eprintln!(
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput::run(&args),
         Command::Bench(BenchCommand::Scrape(args)) => bench::scrape::run(&args),
         Command::Bench(BenchCommand::Memory(args)) => bench::memory::run(&args),
+        Command::Bench(BenchCommand::AlertLatency(args)) => bench::alert::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,7 +37,19 @@ pub fn load_library(path: &Path) -> Result<PluginLibrary, String> {
     let header = lib_header_from_path(path).map_err(|e| one_line_error(&e))?;
     let built_for = header.version_strings().version.as_str().to_owned();
     let module = header.init_root_module::<PluginModuleRef>().map_err(|e| match e {
-        LibraryError::IncompatibleVersionNumber { .. } | LibraryError::AbiInstability(_) => {
+        LibraryError::IncompatibleVersionNumber { .. } => {
+            format!(
+                "built for plugin interface {built_for}, this host speaks {}",
+                plugin_api::INTERFACE_VERSION
+            )
+        }
+        // Same version, another layout: some other root module, such as an
+        // alert channel dropped into the plugins folder.
+        LibraryError::AbiInstability(_) if built_for == plugin_api::INTERFACE_VERSION => format!(
+            "not a Context plugin: its root module is not the plugin module of interface {built_for} \
+             (an alert channel belongs in the analytics plugin's channels folder)"
+        ),
+        LibraryError::AbiInstability(_) => {
             format!(
                 "built for plugin interface {built_for}, this host speaks {}",
                 plugin_api::INTERFACE_VERSION

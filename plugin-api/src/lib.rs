@@ -31,6 +31,12 @@
 //! under `catch_unwind` (see [`Plugin`]), so a panic is logged and counted
 //! instead of ending the host process.
 //!
+//! # Alert channels
+//!
+//! The analytics plugin's alert channels can be `.so` files of their own,
+//! written against [`ExternalChannel`] and exported with [`export_channel!`]:
+//! see the [`channel`] module for the guide.
+//!
 //! # Rules a plugin must follow
 //!
 //! - Hooks (`on_*`) are called on the host's search and index threads. They
@@ -74,6 +80,7 @@
 
 pub extern crate abi_stable;
 
+pub mod channel;
 mod error;
 mod events;
 mod guard;
@@ -81,6 +88,10 @@ mod host;
 mod http;
 mod module;
 
+pub use channel::{
+    CHANNEL_INTERFACE, ChannelBox, ChannelInfo, ChannelModule, ChannelModuleRef, ChannelObject,
+    ChannelObject_TO, DeliveryFailure, ExternalChannel, guarded_channel_constructor, guarded_channel_info,
+};
 pub use error::{ErrorKind, PluginError};
 pub use events::{
     CacheOutcome, FileIndexed, FileOpened, IndexOutcome, ProjectSnapshot, QueryKind, SearchExecuted,

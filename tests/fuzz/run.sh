@@ -206,6 +206,9 @@ cat >"$work/hooks.py" <<'PY'
 #   export    "Dataset parameters apply only to their dataset": each of
 #             aggregation, limit, zero_results, hot_spot_factor, page and
 #             page_size is dropped unless the dataset takes it.
+#   alerts    The same for JSON bodies: the rules between an alert rule's
+#             fields and a silence's, as their descriptions state them
+#             (fix_rule and fix_silence below).
 import datetime
 import math
 import re
@@ -260,10 +263,80 @@ def buckets(start, end, step):
     return (-(-end // step) * step - (start // step) * step) // step
 
 
+DURATION = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+LABEL_KEY = re.compile(r"[A-Za-z0-9_]{1,128}")
+PROCESS_MEASURES = ("cpu", "resident_memory")
+YEAR = 365 * 86400
+
+
+def seconds(text):
+    """Seconds of a duration such as 1h30m, or None."""
+    parts = DURATION.findall(str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        return None
+    return sum(int(n) * DURATION_UNITS[u] for n, u in parts)
+
+
+def fix_rule(body, path_name):
+    """The rules an alert rule's description states between its fields:
+    percentile is for search_latency only; op "anomalous" is for
+    request_rate only and takes no threshold, other ops need one; window is
+    1s to 7d, for/keep_firing_for/repeat_interval at most 365d; per_project
+    is not for the process measures (cpu, resident_memory); label and
+    annotation keys are A-Z a-z 0-9 _ and labels do not set alertname,
+    severity or project; PUT's body names the rule of its path."""
+    if path_name is not None:
+        body["name"] = path_name
+    if body.get("op") == "anomalous":
+        body["measure"] = "request_rate"
+        body.pop("threshold", None)
+    elif "threshold" not in body:
+        body["threshold"] = 0.5
+    if body.get("measure") != "search_latency":
+        body.pop("percentile", None)
+    if "window" in body and not (1 <= (seconds(body["window"]) or 0) <= 7 * 86400):
+        body["window"] = "5m"
+    for key in ("for", "keep_firing_for", "repeat_interval"):
+        if key in body and (seconds(body[key]) or 0) > YEAR:
+            body[key] = "1h"
+    if body.get("measure") in PROCESS_MEASURES:
+        body["per_project"] = False
+    for key in ("labels", "annotations"):
+        if isinstance(body.get(key), dict):
+            body[key] = {k: v for k, v in body[key].items() if LABEL_KEY.fullmatch(k)
+                         and not (key == "labels" and k in ("alertname", "severity", "project"))}
+
+
+def fix_silence(body):
+    """Exactly one of ends_at or duration; it ends after it starts, in the
+    future and within a year (starts_at is dropped: now); =~ and !~ values
+    are regular expressions (made empty: the hook cannot check Rust's
+    syntax)."""
+    body.pop("starts_at", None)
+    if "ends_at" in body:
+        end = micros(body["ends_at"])
+        now = datetime.datetime.now(datetime.timezone.utc).timestamp() * 1e6
+        if "duration" in body or end is None or not (now + 60e6 < end < now + YEAR * 1e6):
+            body.pop("ends_at")
+    if "ends_at" not in body and not (1 <= (seconds(body.get("duration")) or 0) <= YEAR):
+        body["duration"] = "1h"
+    for m in body.get("matchers") or []:
+        if isinstance(m, dict) and m.get("op") in ("=~", "!~"):
+            m["value"] = ""
+
+
 @schemathesis.hook
 def before_call(ctx, case, kwargs):
     meta = case.meta
-    if meta is None or meta.generation.mode != GenerationMode.POSITIVE or not case.query:
+    if meta is None or meta.generation.mode != GenerationMode.POSITIVE:
+        return
+    path = case.operation.path
+    if isinstance(case.body, dict) and path.startswith("/api/v1/analytics/alerts/rules"):
+        fix_rule(case.body, (case.path_parameters or {}).get("name"))
+    if isinstance(case.body, dict) and path == "/api/v1/analytics/alerts/silences":
+        fix_silence(case.body)
+    if not case.query:
         return
     q = case.query
     if case.operation.path.endswith("/export"):

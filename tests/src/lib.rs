@@ -91,6 +91,8 @@ pub struct HostSpec {
     pub projects: Vec<(String, PathBuf)>,
     /// `[server] instance_id`, to keep an identity across restarts.
     pub instance_id: Option<String>,
+    /// Environment variables of the host process (secrets of channels).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Host {
@@ -147,6 +149,7 @@ impl Host {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .env_remove("RUST_BACKTRACE")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -448,5 +451,119 @@ pub fn run_context_host(args: &[&str], limit: Duration) -> CommandRun {
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
         elapsed: started.elapsed(),
+    }
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// A real HTTP/1.1 receiver on 127.0.0.1 (webhook and Slack stand-in):
+/// records every request and answers with the status set by
+/// [`Receiver::answer`] (200 by default), closing each connection.
+pub struct Receiver {
+    pub port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        Self::start_on(0)
+    }
+
+    /// Listens on `port` (0: any free port).
+    pub fn start_on(port: u16) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("receiver port free");
+        let port = listener.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (g, st) = (got.clone(), status.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (g, st) = (g.clone(), st.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_owned();
+                    let path = parts.next().unwrap_or("").to_owned();
+                    let mut headers = BTreeMap::new();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                        }
+                    }
+                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let code = st.load(std::sync::atomic::Ordering::SeqCst);
+                    if code == 200 {
+                        g.lock().unwrap().push(Received {
+                            method,
+                            path,
+                            headers,
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                        });
+                    }
+                    let mut stream = stream;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} X\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                });
+            }
+        });
+        Receiver { port, got, status }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Requests answered 200 so far (others are answered and not kept).
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The status the next requests get.
+    pub fn answer(&self, status: u16) {
+        self.status.store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits up to `limit` until `done` holds for what was received.
+    pub fn wait(&self, what: &str, limit: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.received();
+            if done(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; received: {got:#?}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 }

@@ -30,6 +30,7 @@ fn spec(libraries: &[&str], plugins: &[(&str, bool, &str)], project: &std::path:
         plugins: plugins.iter().map(|(n, e, c)| (n.to_string(), *e, c.to_string())).collect(),
         projects: vec![("sample".to_owned(), project.to_owned())],
         instance_id: None,
+        env: Vec::new(),
     }
 }
 

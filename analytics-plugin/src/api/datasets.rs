@@ -841,11 +841,20 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
             )
         })
         .collect();
-    // One point per day of the range: coverage from the day's snapshots;
+    // One point per day of the range from the first day with data (days
+    // before it would all be empty; a range reaching back centuries would
+    // otherwise be millions of points): coverage from the day's snapshots;
     // dead files = indexed by the day's end and not reached since the range
     // began; hot spots = files reached that day more than `factor` times the
     // day's average per indexed file.
-    let first_day = ctx.range.from_us.div_euclid(DAY) * DAY;
+    let earliest = firsts
+        .values()
+        .flat_map(|l| l.iter().map(|(first, _)| *first))
+        .chain(coverage.keys().map(|(_, day)| *day))
+        .chain(per_day.keys().map(|(_, day)| *day))
+        .min()
+        .unwrap_or(ctx.range.to_us);
+    let first_day = ctx.range.from_us.max(earliest).div_euclid(DAY) * DAY;
     let days: Vec<i64> = (0..).map(|i| first_day + i * DAY).take_while(|d| *d < ctx.range.to_us).collect();
     let mut trends: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     let names: std::collections::BTreeSet<String> =

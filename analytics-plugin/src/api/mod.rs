@@ -38,6 +38,7 @@ pub fn route_specs() -> Vec<RouteSpec> {
     for name in routes::DATASETS.iter().chain(&["export", "openapi.json"]) {
         specs.push(RouteSpec::new(&format!("{API_PREFIX}/{name}"), &["GET"]));
     }
+    specs.extend(crate::alerting::api::route_specs());
     specs.push(RouteSpec::new(live::LIVE_PATH, &["GET"]));
     specs.push(RouteSpec::new(page::PAGE_PREFIX, &["GET"]));
     specs.push(RouteSpec::new(API_PREFIX, &[]));
@@ -56,7 +57,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/analytics/code-health", get(routes::code_health))
         .route("/api/v1/analytics/export", get(export::export))
         .route("/api/v1/analytics/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(crate::alerting::api::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared.clone());
     live::attach(api, shared)
 }
@@ -69,6 +72,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.health()).into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut e = error::ApiError::not_found(format!("'{}' does not take {method}", params::clip(uri.path())));
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e.code = "method_not_allowed";
+    e.into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

@@ -358,6 +358,7 @@ pub fn document() -> Value {
             "401": {"$ref": "#/components/responses/Unauthorized"},
         },
     }}));
+    paths.extend(crate::alerting::api::openapi_paths());
     paths.insert(super::live::LIVE_PATH.into(), super::live::openapi());
     let error_response = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     json!({

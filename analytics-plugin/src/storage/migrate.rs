@@ -23,12 +23,14 @@ pub const SQLITE: &[Migration] = &[
     migration!(1, "events", "sqlite/0001_events.sql"),
     migration!(2, "rollups", "sqlite/0002_rollups.sql"),
     migration!(3, "histograms", "sqlite/0003_histograms.sql"),
+    migration!(4, "alerting", "sqlite/0004_alerting.sql"),
 ];
 
 pub const POSTGRES: &[Migration] = &[
     migration!(1, "events", "postgres/0001_events.sql"),
     migration!(2, "rollups", "postgres/0002_rollups.sql"),
     migration!(3, "histograms", "postgres/0003_histograms.sql"),
+    migration!(4, "alerting", "postgres/0004_alerting.sql"),
 ];
 
 /// TimescaleDB shares the raw tables with PostgreSQL; its rollups are
@@ -36,6 +38,7 @@ pub const POSTGRES: &[Migration] = &[
 pub const TIMESCALE: &[Migration] = &[
     migration!(1, "events", "postgres/0001_events.sql"),
     migration!(2, "timescale", "timescale/0002_timescale.sql"),
+    migration!(4, "alerting", "postgres/0004_alerting.sql"),
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating.

@@ -338,6 +338,18 @@ pub trait Storage: Send + Sync {
     /// accepts one connection at a time).
     async fn close(&self);
 
+    /// Whether this instance leads (evaluates alerts and notifies). On
+    /// PostgreSQL: a session advisory lock held on a connection of its own,
+    /// so it ends when the process or its connection dies and another
+    /// instance takes it at its next try. SQLite has one instance by
+    /// construction: always the leader.
+    async fn lead(&self, _key: i64) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+
+    /// Gives up leadership (shutdown).
+    async fn resign(&self) {}
+
     /// Runs a SQL statement without parameters and returns the first column
     /// of every row as text (tests and tools).
     async fn query_strings(&self, sql: &str) -> Result<Vec<String>, StorageError> {

@@ -45,6 +45,8 @@ pub struct PgStorage {
     backend: AtomicU8,
     /// Whether COPY is used (decided by `prepare`).
     use_copy: AtomicU8,
+    /// The connection holding the alerting leader lock, while leading.
+    leader: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
 impl PgStorage {
@@ -79,6 +81,7 @@ impl PgStorage {
             insert_method: config.insert_method,
             retention,
             backend: AtomicU8::new(0),
+            leader: tokio::sync::Mutex::new(None),
             use_copy: AtomicU8::new(0),
         })
     }
@@ -375,7 +378,39 @@ impl Storage for PgStorage {
     }
 
     async fn close(&self) {
+        self.resign().await;
         self.pool.close().await;
+    }
+
+    async fn lead(&self, key: i64) -> Result<bool, StorageError> {
+        use sqlx::Connection as _;
+        let mut leader = self.leader.lock().await;
+        if let Some(conn) = leader.as_mut() {
+            // Still leading while the lock's connection lives.
+            match tokio::time::timeout(Duration::from_secs(5), sqlx::query("SELECT 1").execute(&mut *conn))
+                .await
+            {
+                Ok(Ok(_)) => return Ok(true),
+                _ => *leader = None,
+            }
+        }
+        let mut conn = sqlx::PgConnection::connect_with(&self.options).await?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
+        if got {
+            *leader = Some(conn);
+        } else {
+            let _ = conn.close().await;
+        }
+        Ok(got)
+    }
+
+    async fn resign(&self) {
+        use sqlx::Connection as _;
+        if let Some(conn) = self.leader.lock().await.take() {
+            // Closing the session releases its advisory locks.
+            let _ = conn.close().await;
+        }
     }
 }
 

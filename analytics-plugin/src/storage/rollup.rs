@@ -183,8 +183,14 @@ pub fn plan(
     const DAY: i64 = 86_400_000_000;
     let horizon = |days: u32| now_us - i64::from(days) * DAY;
     let raw_horizon = horizon(retention.raw_days);
-    let ranges: Vec<(i64, i64)> = merge_ranges(dirty)
+    // Each write marks its own few milliseconds dirty; snapped to whole
+    // minutes first, the hundreds of writes of one minute merge into one
+    // range, so each minute is recomputed once per run, not once per write.
+    let minute = LEVELS[0].1;
+    let snapped = dirty.into_iter().map(|(from, to)| bucket_span(from, to, minute)).collect();
+    let ranges: Vec<(i64, i64)> = merge_ranges(snapped)
         .into_iter()
+        .map(|(from, to)| (from, to - 1))
         .filter(|(_, to)| *to >= raw_horizon)
         .map(|(from, to)| (from.max(raw_horizon), to))
         .collect();
@@ -246,6 +252,34 @@ pub fn bucket_span(from: i64, to: i64, width: i64) -> (i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_within_the_same_minutes_make_one_range() {
+        const MINUTE: i64 = 60_000_000;
+        let now = 1_000 * 86_400_000_000;
+        let t0 = now - 10 * MINUTE;
+        // 300 writes of 200 ms each, back to back, over one minute.
+        let dirty: Vec<(i64, i64)> =
+            (0..300).map(|i| (t0 + i * 200_000, t0 + i * 200_000 + 199_999)).collect();
+        let dialect = Dialect { bucket: |c, _| c.to_owned(), params: ("?1", "?2"), join: "group_concat" };
+        let (ranges, steps) = plan(dirty, now, &crate::storage::RetentionConfig::default(), &dialect, &[]);
+        assert_eq!(ranges, 1);
+        let minute_steps: Vec<&Step> = steps
+            .iter()
+            .filter(|s| s.sql.starts_with("DELETE FROM search_rollup_1m WHERE bucket >="))
+            .collect();
+        assert_eq!(minute_steps.len(), 1);
+        assert_eq!(minute_steps[0].binds, vec![t0, t0 + MINUTE]);
+        // A write in a later minute apart from them stays a range of its own.
+        let (ranges, _) = plan(
+            vec![(t0, t0 + 1), (t0 + 5 * MINUTE, t0 + 5 * MINUTE + 1)],
+            now,
+            &Default::default(),
+            &dialect,
+            &[],
+        );
+        assert_eq!(ranges, 2);
+    }
 
     #[test]
     fn ranges_merge_and_spans_cover_whole_buckets() {

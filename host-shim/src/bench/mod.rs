@@ -1,10 +1,12 @@
 //! `context-host bench …`: benchmarks that need whole host processes —
 //! throughput and p99 with the plugin enabled against disabled
 //! ([`throughput`]), `/metrics` with 50 projects ([`scrape`]), and the
-//! plugin's resident memory under a fixed event rate ([`memory`]). Each
+//! plugin's resident memory under a fixed event rate ([`memory`]), and the
+//! time from a rule's threshold crossing to its notification ([`alert`]). Each
 //! starts real `context-host serve` processes (this same binary) over a
 //! generated corpus and drives them with the load generator.
 
+pub mod alert;
 pub mod memory;
 pub mod scrape;
 pub mod throughput;
@@ -90,6 +92,19 @@ impl HostProcess {
         enabled: bool,
         projects: &[(String, PathBuf)],
     ) -> anyhow::Result<Self> {
+        Self::start_with(dir, label, plugin, enabled, projects, "")
+    }
+
+    /// [`HostProcess::start`] with the plugin's config (TOML written after
+    /// `[plugins.analytics.config]`; nested tables spelled out in full).
+    pub fn start_with(
+        dir: &Path,
+        label: &str,
+        plugin: &Path,
+        enabled: bool,
+        projects: &[(String, PathBuf)],
+        plugin_config: &str,
+    ) -> anyhow::Result<Self> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir.join("plugins"))?;
         let library = plugin.file_name().ok_or_else(|| anyhow!("bad plugin path"))?;
@@ -98,6 +113,9 @@ impl HostProcess {
         let mut config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\ninstance_id = \"bench-{label}\"\nsnapshot_interval_secs = 2\n\n[plugins]\ndir = \"plugins\"\n\n[plugins.analytics]\nenabled = {enabled}\n"
         );
+        if !plugin_config.is_empty() {
+            config.push_str(&format!("\n[plugins.analytics.config]\n{plugin_config}\n"));
+        }
         for (name, path) in projects {
             let path = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             config.push_str(&format!("\n[[projects]]\nname = \"{name}\"\npath = \"{}\"\n", path.display()));

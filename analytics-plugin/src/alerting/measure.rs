@@ -1,0 +1,460 @@
+//! The measures rules watch, computed at each evaluation: search, index and
+//! usage measures from the raw events in the database (so they cover every
+//! instance sharing it, and are fresh: rollups lag by their maintenance
+//! interval), process measures (CPU, memory) from this process. One query
+//! per table and window serves every rule of an evaluation.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::Instant,
+};
+
+use parking_lot::Mutex;
+
+use super::{
+    anomaly::{self, AnomalyConfig, Point, Verdict},
+    config::{Measure, RuleConfig},
+};
+use crate::{
+    api::sql::Sql,
+    storage::{Storage, StorageError, Value, latency},
+};
+
+/// One value of a rule's measure: for one project, or for the whole server
+/// (`project: None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub project: Option<String>,
+    /// None when the window holds nothing to compute it from.
+    pub value: Option<f64>,
+    /// Searches or files the value was computed from (for `min_samples`).
+    pub samples: u64,
+    /// Set for `anomalous` rules: the detector's verdict.
+    pub verdict: Option<Verdict>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SearchAgg {
+    total: u64,
+    hits: u64,
+    errors: u64,
+    histogram: BTreeMap<i16, u64>,
+}
+
+impl SearchAgg {
+    fn add(&mut self, other: &SearchAgg) {
+        self.total += other.total;
+        self.hits += other.hits;
+        self.errors += other.errors;
+        for (b, n) in &other.histogram {
+            *self.histogram.entry(*b).or_default() += n;
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct IndexAgg {
+    total: u64,
+    errors: u64,
+    max_queue: i64,
+}
+
+/// What one evaluation has already read, by window.
+#[derive(Default)]
+pub struct Tick {
+    search: HashMap<i64, BTreeMap<String, SearchAgg>>,
+    index: HashMap<i64, BTreeMap<String, IndexAgg>>,
+}
+
+/// Process CPU seconds, sampled at each evaluation, for windowed rates.
+#[derive(Default)]
+pub struct ProcessSampler {
+    cpu: Mutex<VecDeque<(Instant, f64)>>,
+}
+
+impl ProcessSampler {
+    /// Records the process's CPU time now; keeps a day of samples at most.
+    pub fn sample(&self) {
+        if let Some(cpu) = process_cpu_seconds() {
+            let mut q = self.cpu.lock();
+            q.push_back((Instant::now(), cpu));
+            while q.len() > 10_000 || q.front().is_some_and(|(t, _)| t.elapsed().as_secs() > 86_400) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// CPU seconds per second over (at most) the window, from the oldest
+    /// sample inside it to the newest.
+    fn cpu_rate(&self, window_secs: f64) -> Option<f64> {
+        let q = self.cpu.lock();
+        let (t1, c1) = *q.back()?;
+        let (t0, c0) = *q.iter().find(|(t, _)| t1.duration_since(*t).as_secs_f64() <= window_secs + 0.001)?;
+        let dt = t1.duration_since(t0).as_secs_f64();
+        (dt > 0.0).then(|| (c1 - c0).max(0.0) / dt)
+    }
+}
+
+/// utime + stime of this process, in seconds (Linux: /proc/self/stat,
+/// fields 14 and 15, in clock ticks of 1/100 s).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Resident memory of this process in bytes (/proc/self/status VmRSS).
+fn resident_memory_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+pub struct Measurer<'a> {
+    pub store: &'a dyn Storage,
+    pub sql: Sql,
+    pub process: &'a ProcessSampler,
+    pub anomaly: &'a AnomalyConfig,
+    pub now_us: i64,
+}
+
+const HOUR_US: i64 = 3_600_000_000;
+
+impl Measurer<'_> {
+    fn window(&self, rule: &RuleConfig) -> (i64, i64) {
+        (self.now_us - rule.window.as_us(), self.now_us)
+    }
+
+    fn filter(&self, col: &str) -> String {
+        format!("{col} >= {} AND {col} < {}", self.sql.time(1), self.sql.time(2))
+    }
+
+    async fn rows(&self, sql: &str, from: i64, to: i64) -> Result<Vec<Vec<Value>>, StorageError> {
+        self.store.query(sql, &[Value::Int(from), Value::Int(to)]).await
+    }
+
+    /// The rule's measure, per project when the rule says so, else one
+    /// sample for the whole server.
+    pub async fn measure(&self, tick: &mut Tick, rule: &RuleConfig) -> Result<Vec<Sample>, StorageError> {
+        let (from, to) = self.window(rule);
+        let window_secs = rule.window.0.as_secs_f64();
+        let sample = |project: Option<String>, value: Option<f64>, samples: u64| Sample {
+            project,
+            value,
+            samples,
+            verdict: None,
+        };
+        match rule.measure {
+            Measure::Cpu => Ok(vec![sample(None, self.process.cpu_rate(window_secs), 1)]),
+            Measure::ResidentMemory => Ok(vec![sample(None, resident_memory_bytes(), 1)]),
+            Measure::SearchLatency
+            | Measure::CacheHitRate
+            | Measure::SearchErrorRate
+            | Measure::RequestRate => {
+                let per_project = self.search(tick, from, to).await?;
+                let mut groups: Vec<(Option<String>, SearchAgg)> = if rule.per_project {
+                    per_project.iter().map(|(p, a)| (Some(p.clone()), a.clone())).collect()
+                } else {
+                    let mut all = SearchAgg::default();
+                    per_project.values().for_each(|a| all.add(a));
+                    vec![(None, all)]
+                };
+                let mut out = Vec::new();
+                for (project, agg) in groups.drain(..) {
+                    let ratio = |part: u64| (agg.total > 0).then(|| part as f64 / agg.total as f64);
+                    let value = match rule.measure {
+                        Measure::SearchLatency => {
+                            let pairs: Vec<(i16, u64)> =
+                                agg.histogram.iter().map(|(b, n)| (*b, *n)).collect();
+                            latency::quantile_ms(&pairs, rule.percentile() / 100.0)
+                        }
+                        Measure::CacheHitRate => ratio(agg.hits),
+                        Measure::SearchErrorRate => ratio(agg.errors),
+                        _ => Some(agg.total as f64 / window_secs),
+                    };
+                    let mut s = sample(project, value, agg.total);
+                    if rule.op == super::config::Op::Anomalous {
+                        // In searches per 5 minutes (the detector's unit),
+                        // against the same hours of previous weeks (the
+                        // hourly rollup keeps five weeks; minute rollups
+                        // and raw events do not).
+                        let per_5m = agg.total as f64 * 300.0 / window_secs;
+                        let current = Point { ts: self.now_us / 1_000_000, value: per_5m };
+                        let history = self.hourly_rates(s.project.as_deref()).await?;
+                        s.verdict = Some(anomaly::check(self.anomaly, &history, current, 3600));
+                    }
+                    out.push(s);
+                }
+                Ok(out)
+            }
+            Measure::IndexErrorRate | Measure::IndexQueueDepth => {
+                let per_project = self.index(tick, from, to).await?;
+                let groups: Vec<(Option<String>, IndexAgg)> = if rule.per_project {
+                    per_project.iter().map(|(p, a)| (Some(p.clone()), *a)).collect()
+                } else {
+                    let all = per_project.values().fold(IndexAgg::default(), |acc, a| IndexAgg {
+                        total: acc.total + a.total,
+                        errors: acc.errors + a.errors,
+                        max_queue: acc.max_queue.max(a.max_queue),
+                    });
+                    vec![(None, all)]
+                };
+                Ok(groups
+                    .into_iter()
+                    .map(|(project, a)| {
+                        let value = if rule.measure == Measure::IndexErrorRate {
+                            (a.total > 0).then(|| a.errors as f64 / a.total as f64)
+                        } else {
+                            (a.total > 0).then_some(a.max_queue as f64)
+                        };
+                        sample(project, value, a.total)
+                    })
+                    .collect())
+            }
+            Measure::ActiveUsers => {
+                let f = self.filter("time");
+                let rows = if rule.per_project {
+                    self.rows(
+                        &format!(
+                            "SELECT project, CAST(count(DISTINCT user_id) AS BIGINT) FROM search_events WHERE {f} GROUP BY project"
+                        ),
+                        from,
+                        to,
+                    )
+                    .await?
+                } else {
+                    self.rows(
+                        &format!("SELECT NULL, CAST(count(DISTINCT user_id) AS BIGINT) FROM search_events WHERE {f}"),
+                        from,
+                        to,
+                    )
+                    .await?
+                };
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        let n = r[1].as_i64().max(0) as u64;
+                        sample(r[0].as_str().map(str::to_owned), Some(n as f64), n)
+                    })
+                    .collect())
+            }
+            Measure::IndexCoverage => {
+                let f = self.filter("time");
+                let rows = self
+                    .rows(
+                        &format!(
+                            "SELECT p.project, CAST(max(p.total_files) AS BIGINT), CAST(max(p.indexed_files) AS BIGINT) \
+                             FROM project_snapshots p JOIN (SELECT project, max(time) AS t FROM project_snapshots \
+                             WHERE {f} GROUP BY project) l ON l.project = p.project AND l.t = p.time GROUP BY p.project"
+                        ),
+                        from,
+                        to,
+                    )
+                    .await?;
+                let per: Vec<(String, u64, u64)> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r[0].as_str().unwrap_or("").to_owned(),
+                            r[1].as_i64().max(0) as u64,
+                            r[2].as_i64().max(0) as u64,
+                        )
+                    })
+                    .collect();
+                Ok(coverage_like(rule.per_project, per))
+            }
+            Measure::DeadCodeRatio => {
+                let f = self.filter("time");
+                let sf = self.filter("s.time");
+                let reached = format!(
+                    "SELECT s.project AS project, {} AS path FROM search_events s, {} WHERE {sf} \
+                     UNION SELECT project, path FROM open_events WHERE {f}",
+                    self.sql.result_path_col(),
+                    self.sql.result_paths(),
+                );
+                let rows = self
+                    .rows(
+                        &format!(
+                            "SELECT i.project, CAST(count(*) AS BIGINT), \
+                             CAST(sum(CASE WHEN a.path IS NULL THEN 1 ELSE 0 END) AS BIGINT) FROM \
+                             (SELECT DISTINCT project, path FROM index_events WHERE {f} AND outcome = 'indexed') i \
+                             LEFT JOIN ({reached}) a ON a.project = i.project AND a.path = i.path GROUP BY i.project"
+                        ),
+                        from,
+                        to,
+                    )
+                    .await?;
+                let per: Vec<(String, u64, u64)> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r[0].as_str().unwrap_or("").to_owned(),
+                            r[1].as_i64().max(0) as u64,
+                            r[2].as_i64().max(0) as u64,
+                        )
+                    })
+                    .collect();
+                Ok(coverage_like(rule.per_project, per))
+            }
+        }
+    }
+
+    async fn search<'t>(
+        &self,
+        tick: &'t mut Tick,
+        from: i64,
+        to: i64,
+    ) -> Result<&'t BTreeMap<String, SearchAgg>, StorageError> {
+        if !tick.search.contains_key(&(to - from)) {
+            let rows = self
+                .rows(
+                    &format!(
+                        "SELECT project, cache, status, latency_bucket, CAST(count(*) AS BIGINT) FROM search_events \
+                         WHERE {} GROUP BY project, cache, status, latency_bucket",
+                        self.filter("time")
+                    ),
+                    from,
+                    to,
+                )
+                .await?;
+            let mut map: BTreeMap<String, SearchAgg> = BTreeMap::new();
+            for r in rows {
+                let n = r[4].as_i64().max(0) as u64;
+                let agg = map.entry(r[0].as_str().unwrap_or("").to_owned()).or_default();
+                agg.total += n;
+                if r[1].as_str() != Some("miss") {
+                    agg.hits += n;
+                }
+                if r[2].as_str() != Some("ok") {
+                    agg.errors += n;
+                }
+                *agg.histogram.entry(r[3].as_i64() as i16).or_default() += n;
+            }
+            tick.search.insert(to - from, map);
+        }
+        Ok(&tick.search[&(to - from)])
+    }
+
+    async fn index<'t>(
+        &self,
+        tick: &'t mut Tick,
+        from: i64,
+        to: i64,
+    ) -> Result<&'t BTreeMap<String, IndexAgg>, StorageError> {
+        if !tick.index.contains_key(&(to - from)) {
+            let rows = self
+                .rows(
+                    &format!(
+                        "SELECT project, CAST(count(*) AS BIGINT), \
+                         CAST(sum(CASE WHEN outcome <> 'indexed' THEN 1 ELSE 0 END) AS BIGINT), \
+                         CAST(max(queue_depth) AS BIGINT) FROM index_events WHERE {} GROUP BY project",
+                        self.filter("time")
+                    ),
+                    from,
+                    to,
+                )
+                .await?;
+            let map = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r[0].as_str().unwrap_or("").to_owned(),
+                        IndexAgg {
+                            total: r[1].as_i64().max(0) as u64,
+                            errors: r[2].as_i64().max(0) as u64,
+                            max_queue: r[3].as_i64(),
+                        },
+                    )
+                })
+                .collect();
+            tick.index.insert(to - from, map);
+        }
+        Ok(&tick.index[&(to - from)])
+    }
+
+    /// Searches per 5 minutes of every complete hour of the last five weeks
+    /// (the hourly rollup's count / 12), oldest first; hours without a row
+    /// are gaps.
+    async fn hourly_rates(&self, project: Option<&str>) -> Result<Vec<Point>, StorageError> {
+        let hour_start = (self.now_us / HOUR_US) * HOUR_US;
+        let from = hour_start - 35 * 24 * HOUR_US;
+        let mut binds = vec![Value::Int(from), Value::Int(hour_start)];
+        let mut f = self.filter("bucket");
+        if let Some(p) = project {
+            f.push_str(&format!(" AND project = {}", self.sql.p(3)));
+            binds.push(Value::Text(p.to_owned()));
+        }
+        let rows = self
+            .store
+            .query(
+                &format!(
+                    "SELECT {} AS b, CAST(sum(searches) AS BIGINT) FROM search_rollup_1h WHERE {f} GROUP BY 1 ORDER BY 1",
+                    self.sql.us("bucket")
+                ),
+                &binds,
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Point { ts: r[0].as_i64() / 1_000_000, value: r[1].as_i64() as f64 / 12.0 })
+            .collect())
+    }
+}
+
+/// (project, whole, part) → part/whole per project or over all projects.
+fn coverage_like(per_project: bool, per: Vec<(String, u64, u64)>) -> Vec<Sample> {
+    let s = |project, whole: u64, part: u64| Sample {
+        project,
+        value: (whole > 0).then(|| part as f64 / whole as f64),
+        samples: whole,
+        verdict: None,
+    };
+    if per_project {
+        per.into_iter().map(|(p, whole, part)| s(Some(p), whole, part)).collect()
+    } else {
+        let (whole, part) = per.iter().fold((0, 0), |(w, p), (_, whole, part)| (w + whole, p + part));
+        vec![s(None, whole, part)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_measures_read_this_process() {
+        let cpu = process_cpu_seconds().unwrap();
+        assert!(cpu >= 0.0);
+        let rss = resident_memory_bytes().unwrap();
+        assert!(rss > 1e6, "{rss}");
+        let sampler = ProcessSampler::default();
+        sampler.sample();
+        // Burn some CPU so the rate is measurably above zero.
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed().as_millis() < 200 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        sampler.sample();
+        let rate = sampler.cpu_rate(60.0).unwrap();
+        assert!(rate > 0.2 && rate < 2.5, "{rate}");
+    }
+
+    #[test]
+    fn coverage_sums_parts_and_wholes_across_projects() {
+        let per = vec![("a".to_owned(), 10, 5), ("b".to_owned(), 30, 30)];
+        let all = coverage_like(false, per.clone());
+        assert_eq!(all[0].value, Some(35.0 / 40.0));
+        assert_eq!(all[0].samples, 40);
+        let each = coverage_like(true, per);
+        assert_eq!(each[0].value, Some(0.5));
+        assert_eq!(each[1].project.as_deref(), Some("b"));
+        assert_eq!(coverage_like(false, vec![])[0].value, None);
+    }
+}
