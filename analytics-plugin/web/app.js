@@ -39,7 +39,7 @@
   const fmtInt = (n) => (n == null ? '–' : nf.format(Math.round(n)));
   function fmtNum(n, digits = 1) {
     if (n == null || !isFinite(n)) return '–';
-    return n >= 100 ? nf.format(Math.round(n)) : n.toFixed(digits).replace(/\.0+$/, '');
+    return n >= 100 ? nf.format(Math.round(n)) : n.toFixed(digits).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
   }
   function fmtMs(ms) {
     if (ms == null) return '–';

@@ -21,6 +21,20 @@ const WORKDIR = env('WORKDIR');
 const ARTIFACTS = process.env.BROWSER_ARTIFACTS || path.join(WORKDIR, 'artifacts');
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
+// One rule that fires as soon as anyone searches: the alerts panel shows
+// a real alert of the real alerting engine.
+const ALERTING = `[plugins.analytics.config.alerting]
+evaluation_interval = "1s"
+default_rules = false
+[[plugins.analytics.config.alerting.rules]]
+name = "LivePageSomeoneSearches"
+measure = "active_users"
+window = "5m"
+op = ">"
+threshold = 0.0
+severity = "warning"
+annotations = { summary = "someone is searching" }`;
+
 const PANELS = ['latency', 'throughput', 'errors', 'cache', 'index', 'users', 'top', 'zero', 'code', 'health'];
 const API = '/api/v1/analytics';
 
@@ -56,7 +70,7 @@ describe('live page, tokens off', () => {
 
   before(async () => {
     fs.mkdirSync(dir, { recursive: true });
-    host = await startHost({ dir, hostBin: HOST_BIN, pluginSo: PLUGIN_SO, port: await freePort() });
+    host = await startHost({ dir, hostBin: HOST_BIN, pluginSo: PLUGIN_SO, port: await freePort(), plugin: ALERTING });
     await waitReady(host);
     // Searches over both projects, repeated failing words (zero-result
     // list), file opens (hot files), reindexing (index throughput).
@@ -78,9 +92,16 @@ describe('live page, tokens off', () => {
     for (const panel of PANELS) {
       await waitFor(`panel ${panel} to show data`, async () => (await page.getAttribute(`[data-panel="${panel}"]`, 'data-state')) === 'data', 10000);
     }
-    // The alerts route does not exist yet: no alerts panel, no fake data.
-    const alerts = await getJson(`${host.base}${API}/alerts`);
-    if (alerts.status !== 200) assert.equal(await page.isHidden('#p-alerts'), true, 'alerts panel absent while /alerts is not 200');
+    // The alerts panel: the rule above fires; the page lists what /alerts says.
+    await waitFor('the alert on the page', async () =>
+      (await page.locator('[data-panel="alerts"] tbody tr').allInnerTexts()).some((t) => t.includes('LivePageSomeoneSearches') && t.includes('firing')), 10000);
+    const alerts = (await getJson(`${host.base}${API}/alerts`)).body.alerts;
+    assert.equal(alerts.length, 1);
+    assert.equal(alerts[0].rule, 'LivePageSomeoneSearches');
+    assert.equal(await page.locator('[data-panel="alerts"] tbody tr').count(), alerts.length);
+    const row = () => page.locator('[data-panel="alerts"] tbody tr >> nth=0').innerText();
+    assert.match(await row(), /firing\s+warning\s+LivePageSomeoneSearches — someone is searching/);
+    await waitFor(`the alert's value ${alerts[0].value} on the page`, async () => (await row()).split('\t').includes(String(alerts[0].value)), 5000);
 
     // Values: what the page shows is what the API answers.
     const perf = (await getJson(`${host.base}${API}/search-performance?timerange=1h&aggregation=p95`)).body.summary;
@@ -204,7 +225,9 @@ describe('live page, tokens on', () => {
     fs.mkdirSync(dir, { recursive: true });
     host = await startHost({
       dir, hostBin: HOST_BIN, pluginSo: PLUGIN_SO,
-      plugin: `[plugins.analytics.config.auth]\ntokens = [{ name = "browser", role = "viewer", sha256 = "${sha256(TOKEN)}" }]`,
+      // Alerting switched off here: its route answers 404, so no alerts panel.
+      plugin: `[plugins.analytics.config.auth]\ntokens = [{ name = "browser", role = "viewer", sha256 = "${sha256(TOKEN)}" }]\n` +
+        '[plugins.analytics.config.alerting]\nenabled = false',
     });
     await waitReady(host, TOKEN);
     await searches(host, 'plugin-api', 'needle', 5);
@@ -242,6 +265,8 @@ describe('live page, tokens on', () => {
     await page.click('#login button[type="submit"]');
     await page.waitForSelector('body[data-state="ready"]', { timeout: 10000 });
     assert.equal(int(await stat(page, 'throughput', 'searches')), 5);
+    assert.equal((await getJson(`${host.base}${API}/alerts`, TOKEN)).status, 404);
+    assert.equal(await page.isHidden('#p-alerts'), true, 'no alerts panel while /alerts is not 200');
     assert.equal(await page.evaluate(() => sessionStorage.getItem('context-analytics-token')), TOKEN);
     await page.screenshot({ path: path.join(ARTIFACTS, 'live-page-token.png') });
   });

@@ -77,7 +77,7 @@ pub fn allowed() -> Vec<&'static str> {
 }
 
 /// The REST calls one snapshot is made of: (name, path and query).
-fn sources(range_query: &str) -> Vec<(&'static str, String)> {
+fn sources(range_query: &str, project: Option<&str>) -> Vec<(&'static str, String)> {
     let with = |route: &str, extra: &str| {
         let query: Vec<&str> = [range_query, extra].into_iter().filter(|s| !s.is_empty()).collect();
         format!("{API_PREFIX}/{route}?{}", query.join("&"))
@@ -94,9 +94,19 @@ fn sources(range_query: &str) -> Vec<(&'static str, String)> {
         ("top_queries", with("top-queries", &top)),
         ("zero_queries", with("top-queries", &format!("{top}&zero_results=true"))),
         ("code_health", with("code-health", &format!("page_size={TOP}"))),
-        // Answered once the alerting routes exist; a 404 until then, and
-        // the page shows no alerts panel for anything but a 200.
-        ("alerts", format!("{API_PREFIX}/alerts")),
+        // Pending and firing alerts (of the chosen project): a 404 when
+        // alerting is switched off, and the page shows no alerts panel for
+        // anything but a 200.
+        (
+            "alerts",
+            match project {
+                Some(p) => format!(
+                    "{API_PREFIX}/alerts?{}",
+                    serde_urlencoded::to_string([("project", p)]).unwrap_or_default()
+                ),
+                None => format!("{API_PREFIX}/alerts"),
+            },
+        ),
     ]
 }
 
@@ -219,7 +229,14 @@ struct Pending {
 /// Starts a snapshot: every source called concurrently (heavy ones from
 /// the cache when `cached`); `full: false` calls only `health` (the
 /// stream's heartbeat when nothing new was written).
-async fn start(state: &LiveState, range_query: &str, seq: u64, full: bool, cached: bool) -> Pending {
+async fn start(
+    state: &LiveState,
+    range_query: &str,
+    project: Option<&str>,
+    seq: u64,
+    full: bool,
+    cached: bool,
+) -> Pending {
     let refresh = Instant::now();
     if full {
         refresh_rollups(&state.shared).await;
@@ -234,7 +251,8 @@ async fn start(state: &LiveState, range_query: &str, seq: u64, full: bool, cache
         started: Instant::now(),
         refresh_ms: refresh.elapsed().as_secs_f64() * 1e3,
     };
-    for (name, uri) in sources(range_query).into_iter().filter(|(name, _)| full || *name == "health") {
+    for (name, uri) in sources(range_query, project).into_iter().filter(|(name, _)| full || *name == "health")
+    {
         let cache = (cached && HEAVY.contains(&name)).then(|| state.cache.clone());
         if let Some(cache) = &cache {
             let hit = cache.lock().get(&uri).filter(|(at, _, _)| at.elapsed() < HEAVY_TTL).cloned();
@@ -335,7 +353,7 @@ async fn live(State(state): State<LiveState>, headers: HeaderMap, RawQuery(query
         Err(error) => return error.into_response(),
     };
     if !wants_stream(&headers) {
-        let mut pending = start(&state, &range, 1, true, cached).await;
+        let mut pending = start(&state, &range, project.as_deref(), 1, true, cached).await;
         pending.collect(&state, None).await;
         return Json(pending.document(&state, &range, project.as_deref())).into_response();
     }
@@ -440,7 +458,8 @@ impl Stream {
         if full {
             self.written = written;
         }
-        let mut pending = start(&self.state, &self.range, self.seq, full, self.cached).await;
+        let mut pending =
+            start(&self.state, &self.range, self.project.as_deref(), self.seq, full, self.cached).await;
         // What answers quickly goes first; the rest follows in its own event.
         pending.collect(&self.state, Some(Instant::now() + FIRST_PART)).await;
         let document = pending.document(&self.state, &self.range, self.project.as_deref());
@@ -521,7 +540,7 @@ pub fn openapi() -> Value {
         "summary": "Live page data: one snapshot, or a stream of them",
         "description": "One snapshot of what the live page shows, composed from the other routes (health, \
             search-performance at p50/p95/p99, cache-performance, index-performance, usage, top-queries, \
-            zero-result top-queries, code-health, and alerts when that route exists), each as {status, body}, \
+            zero-result top-queries, code-health, and alerts (of the project), each as {status, body}, \
             plus this instance's index queue depth and active users. With `Accept: text/event-stream`: \
             server-sent `snapshot` events (the same JSON): the first at once, then one soon after this instance \
             writes new events (at least 1 s apart), and at least every `interval` seconds (health only, \
@@ -549,11 +568,13 @@ mod tests {
 
     #[test]
     fn sources_pass_the_range_on() {
-        let s = sources("timerange=1h&project=a%20b");
+        let s = sources("timerange=1h&project=a%20b", Some("a b"));
         assert_eq!(s[0], ("health", "/api/v1/analytics/health".to_owned()));
         assert!(s.iter().any(|(n, u)| *n == "zero_queries"
             && u == "/api/v1/analytics/top-queries?timerange=1h&project=a%20b&limit=10&zero_results=true"));
-        assert!(sources("").iter().any(|(_, u)| u == "/api/v1/analytics/cache-performance?"));
+        assert!(s.iter().any(|(n, u)| *n == "alerts" && u == "/api/v1/analytics/alerts?project=a+b"));
+        assert!(sources("", None).iter().any(|(_, u)| u == "/api/v1/analytics/cache-performance?"));
+        assert!(sources("", None).iter().any(|(_, u)| u == "/api/v1/analytics/alerts"));
     }
 
     #[test]
