@@ -540,7 +540,7 @@ pub fn openapi() -> Value {
         "summary": "Live page data: one snapshot, or a stream of them",
         "description": "One snapshot of what the live page shows, composed from the other routes (health, \
             search-performance at p50/p95/p99, cache-performance, index-performance, usage, top-queries, \
-            zero-result top-queries, code-health, and alerts (of the project), each as {status, body}, \
+            zero-result top-queries, code-health and the alerts of the project), each as {status, body}, \
             plus this instance's index queue depth and active users. With `Accept: text/event-stream`: \
             server-sent `snapshot` events (the same JSON): the first at once, then one soon after this instance \
             writes new events (at least 1 s apart), and at least every `interval` seconds (health only, \
