@@ -208,9 +208,12 @@ const HEAVY: [&str; 4] = ["usage", "top_queries", "zero_queries", "code_health"]
 const HEAVY_TTL: Duration = Duration::from_secs(60);
 /// How long a stream waits for every source before sending what it has.
 const FIRST_PART: Duration = Duration::from_millis(250);
+/// The cache holds at most this many answers and this many bytes of JSON.
 const CACHE_ENTRIES: usize = 64;
+const CACHE_BYTES: usize = 16 << 20;
 
-type Cache = Arc<parking_lot::Mutex<HashMap<String, (Instant, u16, Value)>>>;
+/// Path and query → (when, status, body, its size in bytes).
+type Cache = Arc<parking_lot::Mutex<HashMap<String, (Instant, u16, Value, usize)>>>;
 
 /// A snapshot being computed: sources answered so far, calls still running.
 struct Pending {
@@ -255,8 +258,8 @@ async fn start(
     {
         let cache = (cached && HEAVY.contains(&name)).then(|| state.cache.clone());
         if let Some(cache) = &cache {
-            let hit = cache.lock().get(&uri).filter(|(at, _, _)| at.elapsed() < HEAVY_TTL).cloned();
-            if let Some((_, status, body)) = hit {
+            let hit = cache.lock().get(&uri).filter(|(at, ..)| at.elapsed() < HEAVY_TTL).cloned();
+            if let Some((_, status, body, _)) = hit {
                 pending.done.insert(name.to_owned(), json!({"status": status, "body": body}));
                 continue;
             }
@@ -277,10 +280,12 @@ impl Pending {
         self.calls.spawn(async move {
             let (status, body) = call(api, uri.clone()).await;
             if let (Some(cache), 200) = (cache, status) {
+                let size = body.to_string().len();
                 let mut cache = cache.lock();
-                cache.retain(|_, (at, _, _)| at.elapsed() < HEAVY_TTL);
-                if cache.len() < CACHE_ENTRIES {
-                    cache.insert(uri, (Instant::now(), status, body.clone()));
+                cache.retain(|_, (at, ..)| at.elapsed() < HEAVY_TTL);
+                let held: usize = cache.values().map(|entry| entry.3).sum();
+                if cache.len() < CACHE_ENTRIES && held + size <= CACHE_BYTES {
+                    cache.insert(uri, (Instant::now(), status, body.clone(), size));
                 }
             }
             (name, (status, body))
