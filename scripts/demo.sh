@@ -63,6 +63,7 @@ $host loadgen --url "$base" --seconds "$seconds" --rate 200 --connections 4 \
 cat <<TXT
 
 context-host is running with the analytics plugin (SQLite in $demo/data/).
+  Live page (browser):  $base/analytics/
   Prometheus metrics:   $base/metrics
   Plugin health:        $base/api/v1/analytics/health
   Analytics routes:     $base/api/v1/analytics/search-performance?timerange=1h

@@ -15,6 +15,10 @@ command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 # deploy/check.sh: Debian's docker-compose 1.29 validates the Compose file
 # without a Docker engine (and brings python3-yaml).
 command -v docker-compose >/dev/null 2>&1 || apt_packages+=(docker-compose)
+# The live page's browser tests (tests/browser): Debian's Chromium, driven by
+# playwright-core from npm (never a browser download).
+[ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 
 if ((${#apt_packages[@]})); then
     echo "installing Debian packages: ${apt_packages[*]}"
@@ -34,3 +38,6 @@ for service in prometheus prometheus-alertmanager; do
 done
 promtool --version | head -1
 amtool --version 2>&1 | head -1
+# playwright-core for tests/browser, exactly as package-lock.json says.
+(cd "$(dirname "$0")/../tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+chromium --version 2>/dev/null | head -1

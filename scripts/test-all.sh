@@ -45,5 +45,10 @@ python3 dashboards/check.py --host-bin target/debug/context-host \
 # no 5xx, every response as the document says.
 tests/fuzz/run.sh target/debug/context-host target/debug/libcontext_analytics.so "$work/fuzz"
 
+# The live page in Debian's headless Chromium against the real host and .so
+# (screenshots kept in target/browser-artifacts/).
+BROWSER_ARTIFACTS=target/browser-artifacts \
+    tests/browser/run.sh target/debug/context-host target/debug/libcontext_analytics.so "$work/browser"
+
 # Every benchmark briefly, so none of them can rot (figures: BENCHMARKS.md).
 scripts/bench.sh --smoke

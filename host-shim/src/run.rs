@@ -43,7 +43,8 @@ pub fn serve(config: HostConfig) -> anyhow::Result<()> {
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let state = AppState { engine: engine.clone(), plugins: plugins.clone() };
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let state = AppState { engine: engine.clone(), plugins: plugins.clone(), stopping };
     let snapshot_every = Duration::from_secs(config.server.snapshot_interval_secs.max(1));
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -68,7 +69,11 @@ pub fn serve(config: HostConfig) -> anyhow::Result<()> {
                 }
             })
         };
-        axum::serve(listener, app(state)).with_graceful_shutdown(stop_signal()).await?;
+        let stop = async move {
+            stop_signal().await;
+            let _ = stop_tx.send(true); // ends plugin event streams
+        };
+        axum::serve(listener, app(state)).with_graceful_shutdown(stop).await?;
         snapshots.abort();
         anyhow::Ok(())
     })?;

@@ -29,7 +29,7 @@ use plugin_api::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     engine::{Engine, Requested, SearchError},
@@ -45,6 +45,11 @@ const STREAM_BUFFER_CHUNKS: usize = 8;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub plugins: SharedPlugins,
+    /// Turns true when shutdown begins: plugin event streams
+    /// (`text/event-stream`, endless by nature) end then, so that the
+    /// graceful shutdown, which waits for every response, is not held
+    /// open by a browser tab.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The route template a response was produced by, for after-request
@@ -407,8 +412,15 @@ async fn forward_to_plugin(State(state): State<AppState>, request: Request) -> R
     let mut response = match rx.await {
         Ok(PluginReply::Full(response)) => into_axum_response(response),
         Ok(PluginReply::Stream { status, headers, body }) => {
-            let stream = futures_stream(body);
-            let mut response = Response::new(Body::from_stream(stream));
+            let events = headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let mut response = if events {
+                Response::new(Body::from_stream(until_stopping(body, state.stopping.clone())))
+            } else {
+                Response::new(Body::from_stream(futures_stream(body)))
+            };
             *response.status_mut() = status;
             *response.headers_mut() = headers;
             response
@@ -426,6 +438,24 @@ fn futures_stream(
     mut body: mpsc::Receiver<Bytes>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     futures_util::stream::poll_fn(move |cx| body.poll_recv(cx).map(|chunk| chunk.map(Ok)))
+}
+
+/// A plugin's event stream that ends when the host starts shutting down
+/// (the plugin learns it at its next event: the sink refuses it).
+fn until_stopping(
+    body: mpsc::Receiver<Bytes>,
+    stopping: watch::Receiver<bool>,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    futures_util::stream::unfold((body, stopping), |(mut body, mut stopping)| async move {
+        if *stopping.borrow() {
+            return None;
+        }
+        let chunk = tokio::select! {
+            chunk = body.recv() => chunk,
+            _ = stopping.wait_for(|stop| *stop) => None,
+        };
+        chunk.map(|c| (Ok(c), (body, stopping)))
+    })
 }
 
 fn into_axum_response(response: HttpResponse) -> Response {

@@ -6,7 +6,9 @@ pub mod bridge;
 pub mod datasets;
 pub mod error;
 pub mod export;
+pub mod live;
 pub mod openapi;
+pub mod page;
 pub mod params;
 pub mod routes;
 pub mod sql;
@@ -37,12 +39,14 @@ pub fn route_specs() -> Vec<RouteSpec> {
         specs.push(RouteSpec::new(&format!("{API_PREFIX}/{name}"), &["GET"]));
     }
     specs.extend(crate::alerting::api::route_specs());
+    specs.push(RouteSpec::new(live::LIVE_PATH, &["GET"]));
+    specs.push(RouteSpec::new(page::PAGE_PREFIX, &["GET"]));
     specs.push(RouteSpec::new(API_PREFIX, &[]));
     specs
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route(METRICS_PATH, get(metrics))
         .route(HEALTH_PATH, get(health))
         .route("/api/v1/analytics/search-performance", get(routes::search_performance))
@@ -56,7 +60,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(crate::alerting::api::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(shared)
+        .with_state(shared.clone());
+    live::attach(api, shared)
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

@@ -359,6 +359,7 @@ pub fn document() -> Value {
         },
     }}));
     paths.extend(crate::alerting::api::openapi_paths());
+    paths.insert(super::live::LIVE_PATH.into(), super::live::openapi());
     let error_response = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     json!({
         "openapi": "3.0.3",
