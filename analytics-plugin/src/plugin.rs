@@ -142,6 +142,31 @@ async fn maintenance(shared: Arc<Shared>) {
     }
 }
 
+/// How often [`release_free_heap`] runs.
+const RELEASE_HEAP_EVERY: Duration = Duration::from_secs(10);
+
+/// Gives the pages glibc's allocator holds free back to the system, every
+/// [`RELEASE_HEAP_EVERY`]. The plugin's database threads allocate and free
+/// large short-lived buffers (multi-row insert arguments, the sorts and
+/// strings of a maintenance run); glibc keeps what is freed in the arena of
+/// the thread that allocated it and returns only the top of each heap, so
+/// at 10,000 events/s resident memory ratcheted up by tens of MB a minute
+/// while the memory in use stayed flat. `malloc_trim(0)` releases the free
+/// pages of every arena (median about 1.5 ms, at most 27 ms measured on a
+/// loaded 2-core machine); other allocators need nothing.
+async fn release_free_heap() {
+    let mut tick = tokio::time::interval(RELEASE_HEAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases memory no allocation refers to.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 pub fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
@@ -230,6 +255,7 @@ impl AnalyticsPlugin {
             alerting,
         });
         runtime.spawn(maintenance(shared.clone()));
+        runtime.spawn(release_free_heap());
         let health = shared.pipeline.storage_health.clone();
         shared.alerting.start(runtime.handle(), move || health.lock().ready);
         let router = api::router(shared.clone());

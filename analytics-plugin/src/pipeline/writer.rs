@@ -226,12 +226,18 @@ impl Writer {
             return;
         }
         if !queue_backed_up && self.spool.is_empty() && self.ensure_connected().await {
+            // The rows move into the batch (no copy of every string per
+            // write) and come back out of it only if they must be spooled.
             let boot_id = rows[0].id.boot_id;
-            let batch = RowBatch::from_rows(boot_id, rows.iter().cloned());
+            let batch = RowBatch::from_rows(boot_id, rows);
             let instance = self.instance_id.clone();
             match self.write_batch(&instance, &batch).await {
                 Ok(()) => return,
-                Err(error) => self.fail(&error),
+                Err(error) => {
+                    self.fail(&error);
+                    self.spool_rows(&batch.into_rows());
+                    return;
+                }
             }
         }
         self.spool_rows(&rows);

@@ -177,11 +177,60 @@ impl RowBatch {
         batch
     }
 
+    /// The rows back, in sequence order (the inverse of [`RowBatch::from_rows`]
+    /// for rows given in that order).
+    pub fn into_rows(self) -> Vec<Row> {
+        let mut rows = Vec::with_capacity(self.len());
+        rows.extend(self.searches.into_iter().map(|(id, r)| Row { id, data: RowData::Search(r) }));
+        rows.extend(self.indexes.into_iter().map(|(id, r)| Row { id, data: RowData::Index(r) }));
+        rows.extend(self.opens.into_iter().map(|(id, r)| Row { id, data: RowData::Open(r) }));
+        rows.extend(self.snapshots.into_iter().map(|(id, r)| Row { id, data: RowData::Snapshot(r) }));
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
     pub fn len(&self) -> usize {
         self.searches.len() + self.indexes.len() + self.opens.len() + self.snapshots.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_gives_its_rows_back_in_sequence_order() {
+        let id = |seq| EventId { boot_id: 7, seq };
+        let open = |seq| Row {
+            id: id(seq),
+            data: RowData::Open(OpenRow {
+                time_us: seq * 10,
+                project: "p".into(),
+                user_id: "u".into(),
+                path: format!("f{seq}"),
+                rank: 1,
+                search_id: "s".into(),
+            }),
+        };
+        let snapshot = |seq| Row {
+            id: id(seq),
+            data: RowData::Snapshot(SnapshotRow {
+                time_us: seq * 10,
+                project: "p".into(),
+                total_files: 3,
+                indexed_files: 2,
+                vector_store_bytes: 0,
+                embedding_cache_bytes: 0,
+                duplication_ratio: None,
+            }),
+        };
+        let rows = vec![open(1), snapshot(2), open(3), snapshot(4), open(5)];
+        let batch = RowBatch::from_rows(7, rows.clone());
+        assert_eq!((batch.opens.len(), batch.snapshots.len(), batch.last_seq), (3, 2, 5));
+        assert_eq!(batch.into_rows(), rows);
     }
 }

@@ -40,6 +40,11 @@ pub struct MemoryArgs {
     pub warmup: f64,
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
+    /// The enabled plugin's config (TOML after `[plugins.analytics.config]`,
+    /// nested tables spelled out), e.g.
+    /// `[plugins.analytics.config.alerting]\nenabled = false`.
+    #[arg(long, default_value = "")]
+    pub plugin_config: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,12 +88,13 @@ pub fn run(args: &MemoryArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut runs = Vec::new();
     for (label, enabled) in [("off", false), ("on", true)] {
-        let host = HostProcess::start(
+        let host = HostProcess::start_with(
             &work.join(format!("host-{label}")),
             label,
             &args.common.plugin,
             enabled,
             &corpus.projects,
+            &args.plugin_config,
         )?;
         let run = runtime.block_on(measure(args, &host, enabled))?;
         host.stop()?;
