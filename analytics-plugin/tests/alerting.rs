@@ -222,6 +222,7 @@ fn engine(store: Arc<dyn Storage>, channel: Arc<Recorder>, delivery: DeliveryCon
         leader: Default::default(),
         queued: tokio::sync::Notify::new(),
         last: Mutex::new(serde_json::Value::Null),
+        recent: Default::default(),
         config,
     })
 }
@@ -454,7 +455,8 @@ async fn traffic_anomaly(backend: Backend) {
         "usual traffic ({expected_per_5m:.0} per 5 min) is no anomaly"
     );
     // Five times the usual traffic: fires at once (for = 0).
-    searches(&*store, &mut seq, now - 3 * 60 * SEC, "web", (4.0 * expected_per_5m) as usize, 0).await;
+    // (written as the server writes them: seconds after they happened)
+    searches(&*store, &mut seq, now - 5 * SEC, "web", (4.0 * expected_per_5m) as usize, 0).await;
     let r = e.evaluate(now).await;
     assert_eq!(r.notifications.len(), 1, "{:?}", e.store.load_state().await);
     assert_eq!(r.notifications[0].rule, "TrafficSpike");

@@ -134,6 +134,8 @@ pub struct Engine {
     pub queued: tokio::sync::Notify,
     /// When the last evaluation ran and what it found (health, API).
     pub last: Mutex<serde_json::Value>,
+    /// Per-second aggregates of recent events, kept between evaluations.
+    pub recent: Mutex<super::measure::Recent>,
 }
 
 /// What one evaluation changed.
@@ -314,6 +316,7 @@ impl Engine {
         let mut seen: BTreeSet<String> = BTreeSet::new();
         let measurer = Measurer {
             store: &*self.store.store,
+            recent: &self.recent,
             sql: self.store.sql,
             process: &self.process,
             anomaly: &self.config.anomaly,

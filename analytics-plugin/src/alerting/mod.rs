@@ -100,6 +100,7 @@ pub fn build(
         leader: Default::default(),
         queued: tokio::sync::Notify::new(),
         last: Mutex::new(serde_json::Value::Null),
+        recent: Default::default(),
     };
     Ok(Alerting { engine: Some(Arc::new(engine)), kinds: listed, refused })
 }
