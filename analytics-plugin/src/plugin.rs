@@ -222,17 +222,26 @@ impl AnalyticsPlugin {
             Duration::from_millis(config.storage.write_timeout_ms),
             config.pipeline.batch_max_events,
         );
+        let identity = Identity { instance_id, boot_id: now_us() };
         let alerting = alerting::build(
             &config.alerting,
             storage.clone(),
             &collector.registry,
             logger.clone(),
             &data_dir,
+            (&identity.instance_id, identity.boot_id),
         )
         .map_err(|e| PluginError::config(format!("invalid [plugins.analytics.config]: {e}")))?;
-        let identity = Identity { instance_id, boot_id: now_us() };
-        let pipeline =
-            Pipeline::start(&config, collector.clone(), writer, privacy, identity, runtime.handle());
+        let alert_feed = alerting.engine.as_ref().map(|e| e.recent.clone());
+        let pipeline = Pipeline::start(
+            &config,
+            collector.clone(),
+            writer,
+            privacy,
+            identity,
+            alert_feed,
+            runtime.handle(),
+        );
         let received = ["search", "index", "open", "snapshot"]
             .map(|kind| collector.events_received.with_label_values(&[kind]));
         logger.info(&format!(

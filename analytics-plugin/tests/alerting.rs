@@ -123,12 +123,25 @@ async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
 
 /// `n` searches of `project` at `time_us`, `errors` of them failed.
 async fn searches(store: &dyn Storage, seq: &mut i64, time_us: i64, project: &str, n: usize, errors: usize) {
-    let mut batch = RowBatch::from_rows(1, Vec::new());
+    searches_of(store, ("inst", 1), seq, time_us, project, n, errors).await;
+}
+
+/// The same, written by a given (instance, boot).
+async fn searches_of(
+    store: &dyn Storage,
+    (instance, boot): (&str, i64),
+    seq: &mut i64,
+    time_us: i64,
+    project: &str,
+    n: usize,
+    errors: usize,
+) {
+    let mut batch = RowBatch::from_rows(boot, Vec::new());
     for i in 0..n {
         *seq += 1;
         let status = if i < errors { "error" } else { "ok" };
         batch.searches.push((
-            EventId { boot_id: 1, seq: *seq },
+            EventId { boot_id: boot, seq: *seq },
             SearchRow {
                 time_us: time_us + i as i64,
                 project: project.into(),
@@ -149,7 +162,7 @@ async fn searches(store: &dyn Storage, seq: &mut i64, time_us: i64, project: &st
     batch.last_seq = *seq;
     batch.min_time_us = time_us;
     batch.max_time_us = time_us + n as i64;
-    store.write("inst", &batch).await.unwrap();
+    store.write(instance, &batch).await.unwrap();
 }
 
 /// A channel that records what it is given and fails the first `fail`
@@ -464,6 +477,40 @@ async fn traffic_anomaly(backend: Backend) {
     store.close().await;
 }
 
+/// The leader's own events come from its pipeline, not back from the
+/// database; other servers' events from the database; none counted twice.
+async fn own_events_in_process_others_from_the_database(backend: Backend) {
+    let store = fresh(backend, "alert_own").await;
+    let mut rule = rule();
+    rule.threshold = Some(0.39);
+    rule.min_samples = 1;
+    let e = engine(store.clone(), Arc::new(Recorder::default()), DeliveryConfig::default());
+    let mut config = e.config.clone();
+    config.rules = vec![rule];
+    let e = Engine {
+        config,
+        recent: Arc::new(Mutex::new(context_analytics::alerting::measure::Recent::fed_by("inst", 1))),
+        ..Arc::try_unwrap(e).ok().unwrap()
+    };
+    let t = (plugin_now() / SEC) * SEC - 60 * SEC;
+    let mut seq = 0;
+    // This boot's 10 searches (8 failed): written by its pipeline, and fed.
+    searches_of(&*store, ("inst", 1), &mut seq, t, "web", 10, 8).await;
+    for i in 0..10 {
+        e.recent.lock().record_search(t + i, "web", false, i < 8, latency::bucket_of_ns(12_000_000));
+    }
+    // Nobody else wrote: the database is not read for the window.
+    e.evaluate(t + SEC).await;
+    assert_eq!(e.store.load_state().await.unwrap()[0].value, Some(0.8));
+    // Another server's 10 good searches, and an earlier boot's 10 failed ones.
+    searches_of(&*store, ("other", 5), &mut seq, t + 2 * SEC, "web", 10, 0).await;
+    searches_of(&*store, ("inst", 0), &mut seq, t + 2 * SEC, "web", 10, 10).await;
+    e.evaluate(t + 3 * SEC).await;
+    let state = e.store.load_state().await.unwrap();
+    assert_eq!(state[0].value, Some(18.0 / 30.0), "8 + 0 + 10 failed of 30, this boot's counted once");
+    store.close().await;
+}
+
 macro_rules! suite {
     ($module:ident, $backend:expr) => {
         mod $module {
@@ -474,6 +521,13 @@ macro_rules! suite {
                 let _turn =
                     if $backend == Backend::Timescaledb { Some(TIMESCALE_TURN.lock().await) } else { None };
                 lifecycle($backend).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn own_events_come_from_the_pipeline_others_from_the_database() {
+                let _turn =
+                    if $backend == Backend::Timescaledb { Some(TIMESCALE_TURN.lock().await) } else { None };
+                own_events_in_process_others_from_the_database($backend).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

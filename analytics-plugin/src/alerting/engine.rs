@@ -135,7 +135,7 @@ pub struct Engine {
     /// When the last evaluation ran and what it found (health, API).
     pub last: Mutex<serde_json::Value>,
     /// Per-second aggregates of recent events, kept between evaluations.
-    pub recent: Mutex<super::measure::Recent>,
+    pub recent: Arc<Mutex<super::measure::Recent>>,
 }
 
 /// What one evaluation changed.

@@ -118,11 +118,68 @@ impl<A> Buckets<A> {
     }
 }
 
-/// The incremental aggregates the leader keeps between evaluations.
+/// The incremental aggregates kept between evaluations: this server's own
+/// events of this boot, fed by the pipeline as it handles them (never read
+/// back from the database), and what other servers (and earlier boots of
+/// this one) wrote, read from the database — not at all while nobody else
+/// writes.
 #[derive(Default)]
 pub struct Recent {
     search: Buckets<SearchAgg>,
     index: Buckets<IndexAgg>,
+    /// (instance id, boot id) of the events fed in process; None: nothing
+    /// is fed, everything is read from the database.
+    me: Option<(String, i64)>,
+    own_search: BTreeMap<i64, BTreeMap<String, SearchAgg>>,
+    own_index: BTreeMap<i64, BTreeMap<String, IndexAgg>>,
+}
+
+impl Recent {
+    pub fn fed_by(instance_id: &str, boot_id: i64) -> Self {
+        Recent { me: Some((instance_id.to_owned(), boot_id)), ..Default::default() }
+    }
+
+    /// One search of this server, as the pipeline handles it.
+    pub fn record_search(
+        &mut self,
+        time_us: i64,
+        project: &str,
+        hit: bool,
+        error: bool,
+        latency_bucket: i16,
+    ) {
+        let agg = own_entry(&mut self.own_search, time_us, project);
+        agg.total += 1;
+        agg.hits += u64::from(hit);
+        agg.errors += u64::from(error);
+        *agg.histogram.entry(latency_bucket).or_default() += 1;
+    }
+
+    /// One indexed (or failed) file of this server.
+    pub fn record_index(&mut self, time_us: i64, project: &str, failed: bool, queue_depth: i64) {
+        let agg = own_entry(&mut self.own_index, time_us, project);
+        agg.total += 1;
+        agg.errors += u64::from(failed);
+        agg.max_queue = agg.max_queue.max(queue_depth);
+    }
+}
+
+/// The aggregate of `project` in the second of `time_us`, dropping seconds
+/// older than the longest incremental window (and a minute).
+fn own_entry<'m, A: Default>(
+    own: &'m mut BTreeMap<i64, BTreeMap<String, A>>,
+    time_us: i64,
+    project: &str,
+) -> &'m mut A {
+    let second = time_us.div_euclid(1_000_000);
+    while own.first_key_value().is_some_and(|(s, _)| *s < second - INCREMENTAL_SECS - 60) {
+        own.pop_first();
+    }
+    let per_project = own.entry(second).or_default();
+    if !per_project.contains_key(project) {
+        per_project.insert(project.to_owned(), A::default());
+    }
+    per_project.get_mut(project).expect("inserted above")
 }
 
 /// Process CPU seconds, sampled at each evaluation, for windowed rates.
@@ -376,19 +433,27 @@ impl Measurer<'_> {
         if !tick.search.contains_key(&(to - from)) && to - from <= INCREMENTAL_SECS * 1_000_000 {
             let (first, now) =
                 (from.div_euclid(1_000_000) + i64::from(from % 1_000_000 != 0), to / 1_000_000);
-            let read_from = self.recent.lock().search.plan(first);
-            let rows = self
-                .store
-                .query(
-                    &format!(
-                        "SELECT {}, project, cache, status, latency_bucket, CAST(count(*) AS BIGINT) FROM search_events \
-                         WHERE time >= {} GROUP BY 1, project, cache, status, latency_bucket",
-                        self.sql.bucket("time", 1_000_000),
-                        self.sql.time(1)
-                    ),
-                    &[Value::Int(read_from * 1_000_000)],
-                )
-                .await?;
+            let (read_from, me) = {
+                let mut recent = self.recent.lock();
+                (recent.search.plan(first), recent.me.clone())
+            };
+            let rows = match self.others(read_from, &me).await? {
+                None => Vec::new(),
+                Some((not_me, binds)) => {
+                    self.store
+                        .query(
+                            &format!(
+                                "SELECT {}, project, cache, status, latency_bucket, CAST(count(*) AS BIGINT) \
+                                 FROM search_events WHERE time >= {}{not_me} \
+                                 GROUP BY 1, project, cache, status, latency_bucket",
+                                self.sql.bucket("time", 1_000_000),
+                                self.sql.time(1)
+                            ),
+                            &binds,
+                        )
+                        .await?
+                }
+            };
             let mut read: BTreeMap<i64, BTreeMap<String, SearchAgg>> = BTreeMap::new();
             for r in rows {
                 let n = r[5].as_i64().max(0) as u64;
@@ -409,7 +474,8 @@ impl Measurer<'_> {
             let mut recent = self.recent.lock();
             recent.search.store(read_from, now, read);
             let mut map: BTreeMap<String, SearchAgg> = BTreeMap::new();
-            for per_project in recent.search.seconds.range(first..=now).map(|(_, p)| p) {
+            let held = recent.search.seconds.range(first..=now).chain(recent.own_search.range(first..=now));
+            for per_project in held.map(|(_, p)| p) {
                 for (project, agg) in per_project {
                     map.entry(project.clone()).or_default().add(agg);
                 }
@@ -446,6 +512,40 @@ impl Measurer<'_> {
         Ok(&tick.search[&(to - from)])
     }
 
+    /// Whether events of other writers (other servers, earlier boots of
+    /// this one) may be in the database from second `read_from` on, and if
+    /// so the condition excluding this boot's own events (fed in process)
+    /// with its binds; None when nobody else wrote since then.
+    async fn others(
+        &self,
+        read_from: i64,
+        me: &Option<(String, i64)>,
+    ) -> Result<Option<(String, Vec<Value>)>, StorageError> {
+        let since = Value::Int(read_from * 1_000_000);
+        let Some((instance, boot)) = me else {
+            return Ok(Some((String::new(), vec![since])));
+        };
+        let me_binds = [Value::Text(instance.clone()), Value::Int(*boot)];
+        let writers = self
+            .store
+            .query(
+                &format!(
+                    "SELECT CAST(count(*) AS BIGINT) FROM ingest_progress WHERE updated_at >= {} \
+                     AND NOT (instance_id = {} AND boot_id = {})",
+                    self.sql.time(1),
+                    self.sql.p(2),
+                    self.sql.p(3)
+                ),
+                &[since.clone(), me_binds[0].clone(), me_binds[1].clone()],
+            )
+            .await?;
+        if writers.first().is_none_or(|r| r[0].as_i64() == 0) {
+            return Ok(None);
+        }
+        let not_me = format!(" AND NOT (instance_id = {} AND boot_id = {})", self.sql.p(2), self.sql.p(3));
+        Ok(Some((not_me, vec![since, me_binds[0].clone(), me_binds[1].clone()])))
+    }
+
     /// Index aggregates per project over [from, to), like [`Self::search`].
     async fn index<'t>(
         &self,
@@ -456,20 +556,28 @@ impl Measurer<'_> {
         if !tick.index.contains_key(&(to - from)) && to - from <= INCREMENTAL_SECS * 1_000_000 {
             let (first, now) =
                 (from.div_euclid(1_000_000) + i64::from(from % 1_000_000 != 0), to / 1_000_000);
-            let read_from = self.recent.lock().index.plan(first);
-            let rows = self
-                .store
-                .query(
-                    &format!(
-                        "SELECT {}, project, CAST(count(*) AS BIGINT), \
-                         CAST(sum(CASE WHEN outcome <> 'indexed' THEN 1 ELSE 0 END) AS BIGINT), \
-                         CAST(max(queue_depth) AS BIGINT) FROM index_events WHERE time >= {} GROUP BY 1, project",
-                        self.sql.bucket("time", 1_000_000),
-                        self.sql.time(1)
-                    ),
-                    &[Value::Int(read_from * 1_000_000)],
-                )
-                .await?;
+            let (read_from, me) = {
+                let mut recent = self.recent.lock();
+                (recent.index.plan(first), recent.me.clone())
+            };
+            let rows = match self.others(read_from, &me).await? {
+                None => Vec::new(),
+                Some((not_me, binds)) => {
+                    self.store
+                        .query(
+                            &format!(
+                                "SELECT {}, project, CAST(count(*) AS BIGINT), \
+                                 CAST(sum(CASE WHEN outcome <> 'indexed' THEN 1 ELSE 0 END) AS BIGINT), \
+                                 CAST(max(queue_depth) AS BIGINT) FROM index_events WHERE time >= {}{not_me} \
+                                 GROUP BY 1, project",
+                                self.sql.bucket("time", 1_000_000),
+                                self.sql.time(1)
+                            ),
+                            &binds,
+                        )
+                        .await?
+                }
+            };
             let mut read: BTreeMap<i64, BTreeMap<String, IndexAgg>> = BTreeMap::new();
             for r in rows {
                 read.entry(r[0].as_i64() / 1_000_000).or_default().insert(
@@ -484,7 +592,8 @@ impl Measurer<'_> {
             let mut recent = self.recent.lock();
             recent.index.store(read_from, now, read);
             let mut map: BTreeMap<String, IndexAgg> = BTreeMap::new();
-            for per_project in recent.index.seconds.range(first..=now).map(|(_, p)| p) {
+            let held = recent.index.seconds.range(first..=now).chain(recent.own_index.range(first..=now));
+            for per_project in held.map(|(_, p)| p) {
                 for (project, a) in per_project {
                     let m = map.entry(project.clone()).or_default();
                     m.total += a.total;

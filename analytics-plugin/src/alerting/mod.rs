@@ -50,6 +50,7 @@ pub fn build(
     registry: &prometheus::Registry,
     logger: plugin_api::HostLogger,
     data_dir: &Path,
+    identity: (&str, i64),
 ) -> Result<Alerting, String> {
     let dir = config.channels_dir.as_ref().map(|d| data_dir.join(d));
     let (kinds, refused) = ChannelRegistry::load(dir.as_deref(), &logger);
@@ -100,7 +101,8 @@ pub fn build(
         leader: Default::default(),
         queued: tokio::sync::Notify::new(),
         last: Mutex::new(serde_json::Value::Null),
-        recent: Default::default(),
+        // The pipeline feeds this boot's own events in (plugin.rs).
+        recent: Arc::new(Mutex::new(measure::Recent::fed_by(identity.0, identity.1))),
     };
     Ok(Alerting { engine: Some(Arc::new(engine)), kinds: listed, refused })
 }

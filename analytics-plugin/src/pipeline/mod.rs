@@ -68,6 +68,7 @@ impl Pipeline {
         writer: Writer,
         privacy: Privacy,
         identity: Identity,
+        alert_feed: Option<Arc<Mutex<crate::alerting::measure::Recent>>>,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let queue = Arc::new(ArrayQueue::new(config.pipeline.queue_capacity));
@@ -91,6 +92,7 @@ impl Pipeline {
             batches: batches_tx,
             privacy,
             identity,
+            alert_feed,
             next_seq: 1,
         };
         runtime.spawn(worker.run());
@@ -142,6 +144,8 @@ struct Worker {
     batches: tokio::sync::mpsc::Sender<Vec<Row>>,
     privacy: Privacy,
     identity: Identity,
+    /// The alert engine's per-second aggregates of this boot's events.
+    alert_feed: Option<Arc<Mutex<crate::alerting::measure::Recent>>>,
     next_seq: i64,
 }
 
@@ -200,6 +204,27 @@ impl Worker {
 
     /// Returns whether the code-health tables changed.
     fn analyze(&mut self, batch: &[Event]) -> bool {
+        if let Some(feed) = &self.alert_feed {
+            let mut recent = feed.lock();
+            for event in batch {
+                match event {
+                    Event::Search(s) => recent.record_search(
+                        s.timestamp_us,
+                        s.project(),
+                        s.cache != plugin_api::CacheOutcome::Miss,
+                        s.status != plugin_api::SearchStatus::Ok,
+                        crate::storage::latency::bucket_of_ns(s.latency_ns),
+                    ),
+                    Event::Index(i) => recent.record_index(
+                        i.timestamp_us,
+                        i.project(),
+                        i.outcome != plugin_api::IndexOutcome::Indexed,
+                        i64::try_from(i.queue_depth).unwrap_or(i64::MAX),
+                    ),
+                    _ => {}
+                }
+            }
+        }
         let mut changed = false;
         let mut users = self.active_users.lock();
         for event in batch {
