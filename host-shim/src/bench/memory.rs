@@ -171,6 +171,9 @@ async fn measure(args: &MemoryArgs, host: &HostProcess, enabled: bool) -> anyhow
         // the rest, and the host can keep up with the rate.
         zero_words: 1000,
         seed,
+        // Bounded by time: the default request cap (a million) would end a
+        // 10,000/s run after 100 s.
+        max_requests: ((args.rate.max(1.0) * seconds * 2.0) as u64).max(1_000_000),
         ..LoadConfig::default()
     };
     if args.warmup > 0.0 {
