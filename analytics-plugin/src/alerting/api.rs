@@ -171,7 +171,7 @@ async fn history(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Re
         limit: params.integer("limit", 1, 10_000, 500)?,
     };
     if let Some(rule) = &filter.rule {
-        text("rule", rule, 128).map_err(|e| ApiError::bad_parameter("rule", e.message))?;
+        text("rule", rule, 128)?;
     }
     let engine = engine(&shared)?;
     let events = engine.store.history(&filter).await.map_err(|e| storage(&shared, e))?;

@@ -154,18 +154,6 @@ impl Measure {
     pub fn is_process(self) -> bool {
         matches!(self, Measure::Cpu | Measure::ResidentMemory)
     }
-
-    pub fn unit(self) -> &'static str {
-        match self {
-            Measure::SearchLatency => "ms",
-            Measure::Cpu => "cores",
-            Measure::ResidentMemory => "bytes",
-            Measure::IndexQueueDepth => "files",
-            Measure::ActiveUsers => "users",
-            Measure::RequestRate => "searches/s",
-            _ => "ratio",
-        }
-    }
 }
 
 /// How a measured value is compared with the threshold, or `anomalous`:

@@ -43,7 +43,12 @@ struct SearchAgg {
     histogram: BTreeMap<i16, u64>,
 }
 
-impl SearchAgg {
+/// An aggregate of events that two of can be merged into one.
+trait Agg: Default {
+    fn add(&mut self, other: &Self);
+}
+
+impl Agg for SearchAgg {
     fn add(&mut self, other: &SearchAgg) {
         self.total += other.total;
         self.hits += other.hits;
@@ -60,6 +65,62 @@ struct IndexAgg {
     errors: u64,
     max_queue: i64,
 }
+
+impl Agg for IndexAgg {
+    fn add(&mut self, other: &IndexAgg) {
+        self.total += other.total;
+        self.errors += other.errors;
+        self.max_queue = self.max_queue.max(other.max_queue);
+    }
+}
+
+/// How one table's events become per-project aggregates.
+struct Source<A: 'static> {
+    table: &'static str,
+    /// Selected after `project` (and the second, when read by seconds).
+    columns: &'static str,
+    /// Grouped by after `project`.
+    group: &'static str,
+    /// One result row's columns after `project`, as an aggregate.
+    parse: fn(&[Value]) -> A,
+    /// Its part of [`Recent`].
+    part: fn(&mut Recent) -> &mut Incremental<A>,
+}
+
+fn search_row(r: &[Value]) -> SearchAgg {
+    let n = r[3].as_i64().max(0) as u64;
+    SearchAgg {
+        total: n,
+        hits: if r[0].as_str() != Some("miss") { n } else { 0 },
+        errors: if r[1].as_str() != Some("ok") { n } else { 0 },
+        histogram: BTreeMap::from([(r[2].as_i64() as i16, n)]),
+    }
+}
+
+fn index_row(r: &[Value]) -> IndexAgg {
+    IndexAgg {
+        total: r[0].as_i64().max(0) as u64,
+        errors: r[1].as_i64().max(0) as u64,
+        max_queue: r[2].as_i64(),
+    }
+}
+
+const SEARCHES: Source<SearchAgg> = Source {
+    table: "search_events",
+    columns: "cache, status, latency_bucket, CAST(count(*) AS BIGINT)",
+    group: ", cache, status, latency_bucket",
+    parse: search_row,
+    part: |r| &mut r.search,
+};
+
+const INDEXED: Source<IndexAgg> = Source {
+    table: "index_events",
+    columns: "CAST(count(*) AS BIGINT), CAST(sum(CASE WHEN outcome <> 'indexed' THEN 1 ELSE 0 END) AS BIGINT), \
+              CAST(max(queue_depth) AS BIGINT)",
+    group: "",
+    parse: index_row,
+    part: |r| &mut r.index,
+};
 
 /// What one evaluation has already read, by window.
 #[derive(Default)]
@@ -125,13 +186,24 @@ impl<A> Buckets<A> {
 /// writes.
 #[derive(Default)]
 pub struct Recent {
-    search: Buckets<SearchAgg>,
-    index: Buckets<IndexAgg>,
+    search: Incremental<SearchAgg>,
+    index: Incremental<IndexAgg>,
     /// (instance id, boot id) of the events fed in process; None: nothing
     /// is fed, everything is read from the database.
     me: Option<(String, i64)>,
-    own_search: BTreeMap<i64, BTreeMap<String, SearchAgg>>,
-    own_index: BTreeMap<i64, BTreeMap<String, IndexAgg>>,
+}
+
+/// One table's incremental aggregates: what was read from the database,
+/// and this boot's own events, by second.
+struct Incremental<A> {
+    read: Buckets<A>,
+    own: BTreeMap<i64, BTreeMap<String, A>>,
+}
+
+impl<A> Default for Incremental<A> {
+    fn default() -> Self {
+        Incremental { read: Buckets::default(), own: BTreeMap::new() }
+    }
 }
 
 impl Recent {
@@ -148,7 +220,7 @@ impl Recent {
         error: bool,
         latency_bucket: i16,
     ) {
-        let agg = own_entry(&mut self.own_search, time_us, project);
+        let agg = own_entry(&mut self.search.own, time_us, project);
         agg.total += 1;
         agg.hits += u64::from(hit);
         agg.errors += u64::from(error);
@@ -157,7 +229,7 @@ impl Recent {
 
     /// One indexed (or failed) file of this server.
     pub fn record_index(&mut self, time_us: i64, project: &str, failed: bool, queue_depth: i64) {
-        let agg = own_entry(&mut self.own_index, time_us, project);
+        let agg = own_entry(&mut self.index.own, time_us, project);
         agg.total += 1;
         agg.errors += u64::from(failed);
         agg.max_queue = agg.max_queue.max(queue_depth);
@@ -314,11 +386,8 @@ impl Measurer<'_> {
                 let groups: Vec<(Option<String>, IndexAgg)> = if rule.per_project {
                     per_project.iter().map(|(p, a)| (Some(p.clone()), *a)).collect()
                 } else {
-                    let all = per_project.values().fold(IndexAgg::default(), |acc, a| IndexAgg {
-                        total: acc.total + a.total,
-                        errors: acc.errors + a.errors,
-                        max_queue: acc.max_queue.max(a.max_queue),
-                    });
+                    let mut all = IndexAgg::default();
+                    per_project.values().for_each(|a| all.add(a));
                     vec![(None, all)]
                 };
                 Ok(groups
@@ -421,95 +490,104 @@ impl Measurer<'_> {
         }
     }
 
-    /// Search aggregates per project over [from, to): from the per-second
-    /// buckets for windows up to an hour (whole seconds: the window starts
-    /// at the first second starting in it), else straight from the table.
+    /// Search aggregates per project over [from, to), once per window and
+    /// evaluation.
     async fn search<'t>(
         &self,
         tick: &'t mut Tick,
         from: i64,
         to: i64,
     ) -> Result<&'t BTreeMap<String, SearchAgg>, StorageError> {
-        if !tick.search.contains_key(&(to - from)) && to - from <= INCREMENTAL_SECS * 1_000_000 {
-            let (first, now) =
-                (from.div_euclid(1_000_000) + i64::from(from % 1_000_000 != 0), to / 1_000_000);
-            let (read_from, me) = {
-                let mut recent = self.recent.lock();
-                (recent.search.plan(first), recent.me.clone())
-            };
-            let rows = match self.others(read_from, &me).await? {
-                None => Vec::new(),
-                Some((not_me, binds)) => {
-                    self.store
-                        .query(
-                            &format!(
-                                "SELECT {}, project, cache, status, latency_bucket, CAST(count(*) AS BIGINT) \
-                                 FROM search_events WHERE time >= {}{not_me} \
-                                 GROUP BY 1, project, cache, status, latency_bucket",
-                                self.sql.bucket("time", 1_000_000),
-                                self.sql.time(1)
-                            ),
-                            &binds,
-                        )
-                        .await?
-                }
-            };
-            let mut read: BTreeMap<i64, BTreeMap<String, SearchAgg>> = BTreeMap::new();
-            for r in rows {
-                let n = r[5].as_i64().max(0) as u64;
-                let agg = read
-                    .entry(r[0].as_i64() / 1_000_000)
-                    .or_default()
-                    .entry(r[1].as_str().unwrap_or("").to_owned())
-                    .or_default();
-                agg.total += n;
-                if r[2].as_str() != Some("miss") {
-                    agg.hits += n;
-                }
-                if r[3].as_str() != Some("ok") {
-                    agg.errors += n;
-                }
-                *agg.histogram.entry(r[4].as_i64() as i16).or_default() += n;
-            }
-            let mut recent = self.recent.lock();
-            recent.search.store(read_from, now, read);
-            let mut map: BTreeMap<String, SearchAgg> = BTreeMap::new();
-            let held = recent.search.seconds.range(first..=now).chain(recent.own_search.range(first..=now));
-            for per_project in held.map(|(_, p)| p) {
-                for (project, agg) in per_project {
-                    map.entry(project.clone()).or_default().add(agg);
-                }
-            }
+        if !tick.search.contains_key(&(to - from)) {
+            let map = self.aggregate(&SEARCHES, from, to).await?;
             tick.search.insert(to - from, map);
         }
-        if !tick.search.contains_key(&(to - from)) {
+        Ok(&tick.search[&(to - from)])
+    }
+
+    /// Index aggregates per project over [from, to), like [`Self::search`].
+    async fn index<'t>(
+        &self,
+        tick: &'t mut Tick,
+        from: i64,
+        to: i64,
+    ) -> Result<&'t BTreeMap<String, IndexAgg>, StorageError> {
+        if !tick.index.contains_key(&(to - from)) {
+            let map = self.aggregate(&INDEXED, from, to).await?;
+            tick.index.insert(to - from, map);
+        }
+        Ok(&tick.index[&(to - from)])
+    }
+
+    /// Per-project aggregates of a table over [from, to): for windows up to
+    /// an hour from the per-second aggregates of [`Recent`] (whole seconds:
+    /// the window starts at the first second starting in it), reading only
+    /// the seconds not held yet; longer windows straight from the table.
+    async fn aggregate<A: Agg>(
+        &self,
+        src: &Source<A>,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeMap<String, A>, StorageError> {
+        let (table, columns, group) = (src.table, src.columns, src.group);
+        let mut map: BTreeMap<String, A> = BTreeMap::new();
+        if to - from > INCREMENTAL_SECS * 1_000_000 {
             let rows = self
                 .rows(
                     &format!(
-                        "SELECT project, cache, status, latency_bucket, CAST(count(*) AS BIGINT) FROM search_events \
-                         WHERE {} GROUP BY project, cache, status, latency_bucket",
+                        "SELECT project, {columns} FROM {table} WHERE {} GROUP BY project{group}",
                         self.filter("time")
                     ),
                     from,
                     to,
                 )
                 .await?;
-            let mut map: BTreeMap<String, SearchAgg> = BTreeMap::new();
             for r in rows {
-                let n = r[4].as_i64().max(0) as u64;
-                let agg = map.entry(r[0].as_str().unwrap_or("").to_owned()).or_default();
-                agg.total += n;
-                if r[1].as_str() != Some("miss") {
-                    agg.hits += n;
-                }
-                if r[2].as_str() != Some("ok") {
-                    agg.errors += n;
-                }
-                *agg.histogram.entry(r[3].as_i64() as i16).or_default() += n;
+                map.entry(r[0].as_str().unwrap_or("").to_owned()).or_default().add(&(src.parse)(&r[1..]));
             }
-            tick.search.insert(to - from, map);
+            return Ok(map);
         }
-        Ok(&tick.search[&(to - from)])
+        let (first, now) = (from.div_euclid(1_000_000) + i64::from(from % 1_000_000 != 0), to / 1_000_000);
+        let (read_from, me) = {
+            let mut recent = self.recent.lock();
+            let me = recent.me.clone();
+            ((src.part)(&mut recent).read.plan(first), me)
+        };
+        let rows = match self.others(read_from, &me).await? {
+            None => Vec::new(),
+            Some((not_me, binds)) => {
+                self.store
+                    .query(
+                        &format!(
+                            "SELECT {}, project, {columns} FROM {table} WHERE time >= {}{not_me} \
+                             GROUP BY 1, project{group}",
+                            self.sql.bucket("time", 1_000_000),
+                            self.sql.time(1)
+                        ),
+                        &binds,
+                    )
+                    .await?
+            }
+        };
+        let mut read: BTreeMap<i64, BTreeMap<String, A>> = BTreeMap::new();
+        for r in rows {
+            read.entry(r[0].as_i64() / 1_000_000)
+                .or_default()
+                .entry(r[1].as_str().unwrap_or("").to_owned())
+                .or_default()
+                .add(&(src.parse)(&r[2..]));
+        }
+        let mut recent = self.recent.lock();
+        let part = (src.part)(&mut recent);
+        part.read.store(read_from, now, read);
+        for per_project in
+            part.read.seconds.range(first..=now).chain(part.own.range(first..=now)).map(|(_, p)| p)
+        {
+            for (project, agg) in per_project {
+                map.entry(project.clone()).or_default().add(agg);
+            }
+        }
+        Ok(map)
     }
 
     /// Whether events of other writers (other servers, earlier boots of
@@ -544,94 +622,6 @@ impl Measurer<'_> {
         }
         let not_me = format!(" AND NOT (instance_id = {} AND boot_id = {})", self.sql.p(2), self.sql.p(3));
         Ok(Some((not_me, vec![since, me_binds[0].clone(), me_binds[1].clone()])))
-    }
-
-    /// Index aggregates per project over [from, to), like [`Self::search`].
-    async fn index<'t>(
-        &self,
-        tick: &'t mut Tick,
-        from: i64,
-        to: i64,
-    ) -> Result<&'t BTreeMap<String, IndexAgg>, StorageError> {
-        if !tick.index.contains_key(&(to - from)) && to - from <= INCREMENTAL_SECS * 1_000_000 {
-            let (first, now) =
-                (from.div_euclid(1_000_000) + i64::from(from % 1_000_000 != 0), to / 1_000_000);
-            let (read_from, me) = {
-                let mut recent = self.recent.lock();
-                (recent.index.plan(first), recent.me.clone())
-            };
-            let rows = match self.others(read_from, &me).await? {
-                None => Vec::new(),
-                Some((not_me, binds)) => {
-                    self.store
-                        .query(
-                            &format!(
-                                "SELECT {}, project, CAST(count(*) AS BIGINT), \
-                                 CAST(sum(CASE WHEN outcome <> 'indexed' THEN 1 ELSE 0 END) AS BIGINT), \
-                                 CAST(max(queue_depth) AS BIGINT) FROM index_events WHERE time >= {}{not_me} \
-                                 GROUP BY 1, project",
-                                self.sql.bucket("time", 1_000_000),
-                                self.sql.time(1)
-                            ),
-                            &binds,
-                        )
-                        .await?
-                }
-            };
-            let mut read: BTreeMap<i64, BTreeMap<String, IndexAgg>> = BTreeMap::new();
-            for r in rows {
-                read.entry(r[0].as_i64() / 1_000_000).or_default().insert(
-                    r[1].as_str().unwrap_or("").to_owned(),
-                    IndexAgg {
-                        total: r[2].as_i64().max(0) as u64,
-                        errors: r[3].as_i64().max(0) as u64,
-                        max_queue: r[4].as_i64(),
-                    },
-                );
-            }
-            let mut recent = self.recent.lock();
-            recent.index.store(read_from, now, read);
-            let mut map: BTreeMap<String, IndexAgg> = BTreeMap::new();
-            let held = recent.index.seconds.range(first..=now).chain(recent.own_index.range(first..=now));
-            for per_project in held.map(|(_, p)| p) {
-                for (project, a) in per_project {
-                    let m = map.entry(project.clone()).or_default();
-                    m.total += a.total;
-                    m.errors += a.errors;
-                    m.max_queue = m.max_queue.max(a.max_queue);
-                }
-            }
-            tick.index.insert(to - from, map);
-        }
-        if !tick.index.contains_key(&(to - from)) {
-            let rows = self
-                .rows(
-                    &format!(
-                        "SELECT project, CAST(count(*) AS BIGINT), \
-                         CAST(sum(CASE WHEN outcome <> 'indexed' THEN 1 ELSE 0 END) AS BIGINT), \
-                         CAST(max(queue_depth) AS BIGINT) FROM index_events WHERE {} GROUP BY project",
-                        self.filter("time")
-                    ),
-                    from,
-                    to,
-                )
-                .await?;
-            let map = rows
-                .iter()
-                .map(|r| {
-                    (
-                        r[0].as_str().unwrap_or("").to_owned(),
-                        IndexAgg {
-                            total: r[1].as_i64().max(0) as u64,
-                            errors: r[2].as_i64().max(0) as u64,
-                            max_queue: r[3].as_i64(),
-                        },
-                    )
-                })
-                .collect();
-            tick.index.insert(to - from, map);
-        }
-        Ok(&tick.index[&(to - from)])
     }
 
     /// Searches per 5 minutes of every complete hour of the last five weeks
