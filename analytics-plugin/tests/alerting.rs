@@ -5,6 +5,8 @@
 //! delivery retries until the receiver answers; the leader lock on a real
 //! PostgreSQL.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::{
@@ -25,7 +27,7 @@ use context_analytics::{
         store::{Ack, AlertStore, HistoryFilter, Matcher, Phase, Silence},
     },
     storage::{
-        self, Backend, InsertMethod, RetentionConfig, Storage, StorageConfig, TimescaleMode, latency,
+        self, Backend, RetentionConfig, Storage, StorageConfig, TimescaleMode, latency,
         rows::{EventId, RowBatch, SearchRow},
     },
 };
@@ -50,75 +52,18 @@ fn logger() -> plugin_api::HostLogger {
     .logger("alerting-test")
 }
 
-fn database_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through scripts/test-all.sh, which starts the databases")
-    })
-}
-
 static TIMESCALE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
-    let mut config = StorageConfig::default();
-    let dir = std::env::temp_dir().join(format!("alerting-suite-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    match backend {
-        Backend::Sqlite => {
-            let path = dir.join(format!("{name}.db"));
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            config.url = format!("sqlite://{}", path.display());
-        }
-        Backend::Postgres => {
-            let base = database_url("CONTEXT_TEST_POSTGRES_URL");
-            let admin = storage::open(
-                &StorageConfig { url: base.clone(), ..Default::default() },
-                &RetentionConfig::default(),
-                &dir,
-            )
-            .unwrap();
-            let _ = admin.query_strings(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-            admin.query_strings(&format!("CREATE DATABASE {name}")).await.unwrap();
-            admin.close().await;
-            let (server, _) = base.rsplit_once('/').unwrap();
-            config.url = format!("{server}/{name}");
-            config.timescaledb = TimescaleMode::Off;
-        }
-        Backend::Timescaledb => {
-            config.url = database_url("CONTEXT_TEST_TIMESCALE_URL");
-            config.timescaledb = TimescaleMode::On;
-            config.max_connections = 1;
-            config.insert_method = InsertMethod::Unnest;
-        }
-    }
-    let mut last = String::new();
-    for _ in 0..50 {
-        let store = storage::open(&config, &RetentionConfig::default(), &dir).unwrap();
-        let reset = async {
-            store.prepare().await?;
-            for table in [
-                "search_events",
-                "alert_state",
-                "alert_history",
-                "alert_silences",
-                "alert_deliveries",
-                "alert_rules",
-            ] {
-                store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await?;
-            }
-            Ok::<_, storage::StorageError>(())
-        };
-        match reset.await {
-            Ok(()) => return store,
-            Err(e) => {
-                last = e.to_string();
-                store.close().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    panic!("{backend:?}: no connection: {last}");
+    let reset = [
+        "search_events",
+        "alert_state",
+        "alert_history",
+        "alert_silences",
+        "alert_deliveries",
+        "alert_rules",
+    ];
+    common::fresh(backend, "alerting", name, &reset).await
 }
 
 /// `n` searches of `project` at `time_us`, `errors` of them failed.
@@ -558,7 +503,7 @@ suite!(timescaledb, Backend::Timescaledb);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_on_postgres_and_takeover_when_it_goes() {
     let a = fresh(Backend::Postgres, "alert_leader").await;
-    let url = database_url("CONTEXT_TEST_POSTGRES_URL");
+    let url = common::database_url("CONTEXT_TEST_POSTGRES_URL");
     let (server, _) = url.rsplit_once('/').unwrap();
     let config = StorageConfig {
         url: format!("{server}/alert_leader"),

@@ -6,10 +6,12 @@
 //! URL fails the test: a storage suite that silently skips its databases
 //! would prove nothing.
 
+mod common;
+
 use std::sync::Arc;
 
 use context_analytics::storage::{
-    self, Backend, InsertMethod, RetentionConfig, Storage, StorageConfig, TimescaleMode, latency,
+    Backend, Storage, latency,
     rows::{EventId, IndexRow, OpenRow, Row, RowBatch, RowData, SearchRow, SnapshotRow},
 };
 
@@ -20,84 +22,10 @@ fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
 }
 
-fn database_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: run the storage suite through scripts/test-all.sh, which starts the databases"
-        )
-    })
-}
-
-/// A fresh database for one test: a new SQLite file, or a new database on
-/// the PostgreSQL server. The TimescaleDB test server has one database, so
-/// its tests share it and reset its tables.
+/// A fresh database for one test (see `common::fresh`).
 async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
-    let mut config = StorageConfig::default();
-    let data_dir = std::env::temp_dir().join(format!("storage-suite-{}", std::process::id()));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    match backend {
-        Backend::Sqlite => {
-            let path = data_dir.join(format!("{name}.db"));
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            config.url = format!("sqlite://{}", path.display());
-        }
-        Backend::Postgres => {
-            let base = database_url("CONTEXT_TEST_POSTGRES_URL");
-            let admin = storage::open(
-                &StorageConfig { url: base.clone(), ..Default::default() },
-                &RetentionConfig::default(),
-                &data_dir,
-            )
-            .unwrap();
-            let _ = admin.query_strings(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-            admin.query_strings(&format!("CREATE DATABASE {name}")).await.unwrap();
-            admin.close().await;
-            let (server, _) = base.rsplit_once('/').unwrap();
-            config.url = format!("{server}/{name}");
-            config.timescaledb = TimescaleMode::Off;
-        }
-        Backend::Timescaledb => {
-            config.url = database_url("CONTEXT_TEST_TIMESCALE_URL");
-            config.timescaledb = TimescaleMode::On;
-            config.max_connections = 1;
-            config.insert_method = InsertMethod::Unnest;
-        }
-    }
-    if backend != Backend::Timescaledb {
-        let store = storage::open(&config, &RetentionConfig::default(), &data_dir).unwrap();
-        store.prepare().await.unwrap();
-        assert_eq!(store.backend(), backend);
-        return store;
-    }
-    // The TimescaleDB test server takes one connection: right after the
-    // previous test closed its own, a new one can be refused for a moment.
-    let mut last_error = String::new();
-    for _ in 0..50 {
-        let store = storage::open(&config, &RetentionConfig::default(), &data_dir).unwrap();
-        let reset = async {
-            store.prepare().await?;
-            for table in
-                ["search_events", "index_events", "open_events", "project_snapshots", "ingest_progress"]
-            {
-                store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await?;
-            }
-            Ok::<_, storage::StorageError>(())
-        };
-        match reset.await {
-            Ok(()) => {
-                assert_eq!(store.backend(), backend);
-                return store;
-            }
-            Err(e) => {
-                last_error = e.to_string();
-                store.close().await;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-    panic!("the TimescaleDB test server did not take a connection: {last_error}");
+    let reset = ["search_events", "index_events", "open_events", "project_snapshots", "ingest_progress"];
+    common::fresh(backend, "storage", name, &reset).await
 }
 
 fn search(
