@@ -171,7 +171,7 @@ pub fn redacted(url: &reqwest::Url) -> String {
 }
 
 /// An error and its causes on one line (reqwest's own message is terse).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -167,16 +167,7 @@ impl Channel for Email {
 /// refused) are permanent; 4xx replies, connection, TLS and timeout
 /// failures are worth retrying.
 fn classify(server: &str, error: &lettre::transport::smtp::Error) -> DeliveryError {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    let text = super::http::error_chain(error);
     let reason = format!("SMTP {server}: {}", text.replace(['\n', '\r'], " "));
     if error.is_permanent() || error.is_client() {
         DeliveryError::permanent(reason)
