@@ -245,11 +245,12 @@ async fn copy_table(
     let per_statement = (MAX_BINDS / cols.len()).clamp(1, 2000);
     let mut batch: Vec<Value> = Vec::with_capacity(per_statement * cols.len());
     let mut copied = 0i64;
-    while let Some(row) = rows.recv().await {
-        let row = row.with_context(|| format!("reading {table}"))?;
-        batch.extend(row);
-        if batch.len() >= per_statement * cols.len() {
-            copied += insert(target, table, &cols, std::mem::take(&mut batch), merge).await?;
+    while let Some(chunk) = rows.recv().await {
+        for row in chunk.with_context(|| format!("reading {table}"))? {
+            batch.extend(row);
+            if batch.len() >= per_statement * cols.len() {
+                copied += insert(target, table, &cols, std::mem::take(&mut batch), merge).await?;
+            }
         }
     }
     if !batch.is_empty() {

@@ -10,7 +10,8 @@
 //! ```
 //! `--timescale`: the TimescaleDB test server (one connection; its tables
 //! are emptied first; continuous aggregates refreshed instead of the
-//! maintenance pass).
+//! maintenance pass). `--reuse`: read the database an earlier run with the
+//! same `--events` left behind (no load, no rollups).
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,10 @@ fn main() {
     let events: i64 = arg("--events").map_or(1_000_000, |v| v.parse().unwrap());
     let runs: usize = arg("--runs").map_or(15, |v| v.parse().unwrap());
     let timescale = std::env::args().any(|a| a == "--timescale");
-    if let Some(path) = url.strip_prefix("sqlite://") {
+    // `--reuse`: keep the database an earlier run with the same --events
+    // loaded and rolled up, and time only the reads.
+    let reuse = std::env::args().any(|a| a == "--reuse");
+    if let Some(path) = url.strip_prefix("sqlite://").filter(|_| !reuse) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
         }
@@ -82,7 +86,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let store = plugin.shared().storage.clone();
-    if timescale {
+    if timescale && !reuse {
         runtime.block_on(async {
             for table in
                 ["search_events", "index_events", "open_events", "project_snapshots", "ingest_progress"]
@@ -95,6 +99,9 @@ fn main() {
     let span = 30 * 86_400_000_000i64;
     let started = Instant::now();
     runtime.block_on(async {
+        if reuse {
+            return;
+        }
         let batch = 20_000i64;
         for (n, instance) in ["bench-a", "bench-b"].iter().enumerate() {
             let per_instance = events / 2;
@@ -130,7 +137,8 @@ fn main() {
     });
     let loaded = started.elapsed();
     let rolled = Instant::now();
-    if timescale {
+    if reuse {
+    } else if timescale {
         runtime.block_on(async {
             for view in ["search_rollup", "search_latency", "index_rollup", "open_rollup", "snapshot_rollup"]
             {

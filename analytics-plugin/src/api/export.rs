@@ -26,8 +26,6 @@ use crate::{
 
 pub const RAW_DATASETS: [&str; 4] = ["raw-searches", "raw-index", "raw-opens", "raw-snapshots"];
 pub const FORMATS: [&str; 3] = ["csv", "json", "ndjson"];
-/// Rows rendered per body chunk of a raw export.
-const CHUNK_ROWS: usize = 1_000;
 
 /// A raw table: its name and the columns exported, as SQL per backend.
 struct RawTable {
@@ -258,29 +256,22 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
         _ => String::new(),
     };
     let rows = shared.storage.stream(query, binds);
-    // (rows, rows sent so far, finished)
+    // (chunks, rows sent so far, finished): a body chunk per database chunk.
     let pages = futures_util::stream::unfold((rows, 0u64, false), move |(mut rows, sent, done)| {
         let columns = columns.clone();
         async move {
             if done {
                 return None;
             }
-            let mut values: Vec<Vec<Value>> = Vec::with_capacity(CHUNK_ROWS);
-            let mut finished = false;
-            while values.len() < CHUNK_ROWS {
-                match rows.recv().await {
-                    Some(Ok(row)) => values.push(row),
-                    // Headers are sent: end the body early; the client sees
-                    // a truncated download rather than a false success.
-                    Some(Err(e)) => {
-                        return Some((Err(std::io::Error::other(e.to_string())), (rows, sent, true)));
-                    }
-                    None => {
-                        finished = true;
-                        break;
-                    }
+            let (values, finished) = match rows.recv().await {
+                Some(Ok(values)) => (values, false),
+                // Headers are sent: end the body early; the client sees
+                // a truncated download rather than a false success.
+                Some(Err(e)) => {
+                    return Some((Err(std::io::Error::other(e.to_string())), (rows, sent, true)));
                 }
-            }
+                None => (Vec::new(), true),
+            };
             let mut chunk = render_raw(format, &columns, &values, sent == 0);
             if finished && format == "json" {
                 chunk.push(']');

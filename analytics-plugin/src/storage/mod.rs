@@ -262,15 +262,18 @@ where
     })
 }
 
-/// Rows of [`Storage::stream`], in order; an error ends the stream.
-pub type RowStream = tokio::sync::mpsc::Receiver<Result<Vec<Value>, StorageError>>;
+/// Rows of [`Storage::stream`], in order, a chunk at a time (one hand-over
+/// between threads per chunk, not per row); an error ends the stream.
+pub type RowStream = tokio::sync::mpsc::Receiver<Result<Vec<Vec<Value>>, StorageError>>;
 
-/// Rows buffered between a streaming query and its consumer.
-const STREAM_BUFFER_ROWS: usize = 1024;
+/// Rows per chunk of a [`RowStream`].
+const STREAM_CHUNK_ROWS: usize = 512;
+/// Chunks buffered between a streaming query and its consumer.
+const STREAM_BUFFER_CHUNKS: usize = 4;
 
-/// Forwards a row stream into a [`RowStream`] channel until the receiver
-/// hangs up or an error ends it.
-async fn forward<S, R>(rows: S, tx: tokio::sync::mpsc::Sender<Result<Vec<Value>, StorageError>>)
+/// Forwards a row stream into a [`RowStream`] channel, in chunks, until the
+/// receiver hangs up or an error ends it.
+async fn forward<S, R>(rows: S, tx: tokio::sync::mpsc::Sender<Result<Vec<Vec<Value>>, StorageError>>)
 where
     S: futures_util::Stream<Item = Result<R, sqlx::Error>>,
     R: sqlx::Row,
@@ -284,12 +287,26 @@ where
 {
     use futures_util::StreamExt as _;
     let mut rows = std::pin::pin!(rows);
+    let mut chunk = Vec::with_capacity(STREAM_CHUNK_ROWS);
     while let Some(row) = rows.next().await {
-        let item = row.map(|r| decode_row(&r)).map_err(StorageError::from);
-        let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
-            break;
+        match row {
+            Ok(row) => chunk.push(decode_row(&row)),
+            Err(e) => {
+                if !chunk.is_empty() && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                    return;
+                }
+                let _ = tx.send(Err(StorageError::from(e))).await;
+                return;
+            }
         }
+        if chunk.len() == STREAM_CHUNK_ROWS
+            && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS)))).await.is_err()
+        {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.send(Ok(chunk)).await;
     }
 }
 

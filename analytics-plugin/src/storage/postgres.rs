@@ -371,7 +371,7 @@ impl Storage for PgStorage {
     }
 
     fn stream(&self, sql: String, binds: Vec<super::Value>) -> super::RowStream {
-        let (tx, rx) = tokio::sync::mpsc::channel(super::STREAM_BUFFER_ROWS);
+        let (tx, rx) = tokio::sync::mpsc::channel(super::STREAM_BUFFER_CHUNKS);
         let pool = self.pool.clone();
         tokio::spawn(async move { super::forward(super::bound(sql, binds).fetch(&pool), tx).await });
         rx

@@ -24,6 +24,8 @@ const MAX_VARIABLES: usize = 2_000;
 
 pub struct SqliteStorage {
     pool: SqlitePool,
+    /// The database file, for the streaming reader's own connection.
+    path: std::path::PathBuf,
     retention: RetentionConfig,
 }
 
@@ -49,7 +51,7 @@ impl SqliteStorage {
             .max_connections(config.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool, retention })
+        Ok(Self { pool, path: path.to_path_buf(), retention })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -279,14 +281,74 @@ impl Storage for SqliteStorage {
         Ok(rows.iter().map(super::decode_row).collect())
     }
 
+    /// Long reads (exports, copies) step their own read-only connection on
+    /// a blocking thread and hand rows over in chunks: sqlx's SQLite worker
+    /// passes every row through a channel to the async side, a thread
+    /// wake-up per row that capped a large export at a third of what
+    /// SQLite reads (BENCHMARKS.md). WAL mode lets it read beside the
+    /// writer.
     fn stream(&self, sql: String, binds: Vec<super::Value>) -> super::RowStream {
-        let (tx, rx) = tokio::sync::mpsc::channel(super::STREAM_BUFFER_ROWS);
-        let pool = self.pool.clone();
-        tokio::spawn(async move { super::forward(super::bound(sql, binds).fetch(&pool), tx).await });
+        let (tx, rx) = tokio::sync::mpsc::channel(super::STREAM_BUFFER_CHUNKS);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = read_chunks(&path, &sql, &binds, &tx) {
+                let _ = tx.blocking_send(Err(StorageError::Database(e.to_string())));
+            }
+        });
         rx
     }
 
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Runs `sql` on a read-only connection of its own and sends its rows in
+/// chunks until they end or the receiver hangs up.
+fn read_chunks(
+    path: &Path,
+    sql: &str,
+    binds: &[super::Value],
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<Vec<super::Value>>, StorageError>>,
+) -> rusqlite::Result<()> {
+    use rusqlite::{OpenFlags, types::ValueRef};
+    use super::Value;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mut statement = conn.prepare(sql)?;
+    for (i, value) in binds.iter().enumerate() {
+        match value {
+            Value::Null => statement.raw_bind_parameter(i + 1, rusqlite::types::Null)?,
+            Value::Int(v) => statement.raw_bind_parameter(i + 1, v)?,
+            Value::Float(v) => statement.raw_bind_parameter(i + 1, v)?,
+            Value::Text(v) => statement.raw_bind_parameter(i + 1, v)?,
+        }
+    }
+    let width = statement.column_count();
+    let mut rows = statement.raw_query();
+    let mut chunk = Vec::with_capacity(super::STREAM_CHUNK_ROWS);
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(match row.get_ref(i)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(v) => Value::Int(v),
+                ValueRef::Real(v) => Value::Float(v),
+                ValueRef::Text(t) | ValueRef::Blob(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            });
+        }
+        chunk.push(values);
+        if chunk.len() == super::STREAM_CHUNK_ROWS
+            && tx.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(super::STREAM_CHUNK_ROWS)))).is_err()
+        {
+            return Ok(());
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+    Ok(())
 }
