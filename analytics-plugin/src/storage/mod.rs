@@ -394,33 +394,46 @@ where
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
-    use sqlx::{TypeInfo as _, ValueRef as _};
+    use sqlx::{Decode as _, TypeInfo as _, ValueRef as _};
+    enum Class {
+        Text,
+        Float,
+        Int,
+        Other,
+    }
     (0..row.len())
         .map(|i| {
-            // Decode by the value's own type: trying types in turn costs a
-            // formatted error per miss, which dominated large exports.
-            let kind = match row.try_get_raw(i) {
-                Ok(raw) if raw.is_null() => return Value::Null,
-                Ok(raw) => raw.type_info().name().to_ascii_uppercase(),
-                Err(_) => String::new(),
-            };
-            match kind.as_str() {
-                "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
-                    if let Ok(v) = row.try_get::<String, _>(i) {
-                        return Value::Text(v);
-                    }
+            // Decode by the value's own type, straight from the raw value:
+            // trying types in turn costs a formatted error per miss, and
+            // `try_get` looks the column up and checks its type again
+            // (both dominated large exports).
+            if let Ok(raw) = row.try_get_raw(i) {
+                if raw.is_null() {
+                    return Value::Null;
                 }
-                "REAL" | "FLOAT8" | "FLOAT4" | "DOUBLE PRECISION" => {
-                    if let Ok(v) = row.try_get::<f64, _>(i) {
-                        return Value::Float(v);
+                let class = {
+                    let info = raw.type_info();
+                    let name = info.name();
+                    let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
+                    if is(&["TEXT", "VARCHAR", "NAME", "BPCHAR"]) {
+                        Class::Text
+                    } else if is(&["REAL", "FLOAT8", "FLOAT4", "DOUBLE PRECISION"]) {
+                        Class::Float
+                    } else if is(&["INTEGER", "INT8", "BIGINT"]) {
+                        Class::Int
+                    } else {
+                        Class::Other
                     }
+                };
+                let decoded = match class {
+                    Class::Text => String::decode(raw).ok().map(Value::Text),
+                    Class::Float => f64::decode(raw).ok().map(Value::Float),
+                    Class::Int => i64::decode(raw).ok().map(Value::Int),
+                    Class::Other => None,
+                };
+                if let Some(value) = decoded {
+                    return value;
                 }
-                "INTEGER" | "INT8" | "BIGINT" => {
-                    if let Ok(v) = row.try_get::<i64, _>(i) {
-                        return Value::Int(v);
-                    }
-                }
-                _ => {}
             }
             if let Ok(Some(v)) = row.try_get::<Option<i64>, _>(i) {
                 return Value::Int(v);
