@@ -24,6 +24,13 @@ const MAX_VARIABLES: usize = 2_000;
 
 pub struct SqliteStorage {
     pool: SqlitePool,
+    /// One connection for the event writer alone. SQLite drops a
+    /// connection's page cache whenever another connection changed the
+    /// file, so writes taking turns over the pool started cold every time
+    /// and re-read their index pages (half the plugin's cost at 40,000
+    /// events/s, BENCHMARKS.md); it also keeps the large insert statements
+    /// prepared on one connection only.
+    writer: SqlitePool,
     /// The database file, for the streaming reader's own connection.
     path: std::path::PathBuf,
     retention: RetentionConfig,
@@ -50,8 +57,12 @@ impl SqliteStorage {
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options.clone());
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool, path: path.to_path_buf(), retention })
+        Ok(Self { pool, writer, path: path.to_path_buf(), retention })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -177,7 +188,7 @@ impl Storage for SqliteStorage {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         insert_chunked(&mut tx, "search_events", SEARCH_COLUMNS, &batch.searches, |q, (id, r)| {
             q.bind(r.time_us)
                 .bind(instance_id)
@@ -299,6 +310,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
