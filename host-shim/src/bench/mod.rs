@@ -178,6 +178,18 @@ impl HostProcess {
         Ok(kb * 1024)
     }
 
+    /// CPU time the process has used so far (user + system), from
+    /// `/proc/PID/stat` (fields 14 and 15, in USER_HZ = 100 ticks/s).
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // The command name may hold spaces: count fields after its ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("bad /proc stat"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i).ok_or_else(|| anyhow!("short stat"))?.parse()?) };
+        // fields[0] is field 3 (state): utime is field 14, stime 15.
+        Ok((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
     /// Waits for the first index of every project.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let mut client = Client::new(self.addr);

@@ -54,6 +54,11 @@ pub struct ThroughputArgs {
     /// Concurrent connections of the closed loop.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
+    /// The enabled plugin's config (TOML after `[plugins.analytics.config]`,
+    /// nested tables spelled out), to see what a part of the plugin costs,
+    /// e.g. `[plugins.analytics.config.alerting]\nenabled = false`.
+    #[arg(long, default_value = "")]
+    pub plugin_config: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +76,9 @@ struct Measured {
     requests: u64,
     cache_hits: u64,
     searches: u64,
+    /// CPU time of the host process per request (user + system), from
+    /// just before its load to when its plugin's queue was empty again.
+    cpu_us_per_request: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +93,10 @@ struct MixFigures {
     throughput_ratio: f64,
     /// Goal: at most 1.05.
     p99_ratio: f64,
+    /// Host CPU per request, medians over rounds: the plugin's cost even
+    /// when the machine has cores to spare.
+    median_cpu_us_per_request_enabled: f64,
+    median_cpu_us_per_request_disabled: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,7 +144,8 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
     let corpus = make_corpus(&work.join("corpus"), args.files, args.projects)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugin = &args.common.plugin;
-    let on = HostProcess::start(&work.join("host-on"), "on", plugin, true, &corpus.projects)?;
+    let on =
+        HostProcess::start_with(&work.join("host-on"), "on", plugin, true, &corpus.projects, &args.plugin_config)?;
     let off = HostProcess::start(&work.join("host-off"), "off", plugin, false, &corpus.projects)?;
     let (mixes, events) = runtime.block_on(async {
         on.wait_ready().await?;
@@ -172,6 +185,9 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
         figures.load_average_before,
         figures.load_average_after,
     );
+    if !args.plugin_config.is_empty() {
+        println!("  enabled plugin's config: {}", args.plugin_config.replace('\n', "; "));
+    }
     for m in &figures.mixes {
         println!(
             "  {:?} mix: enabled median {:.0} req/s, p99 {:.3} ms; disabled median {:.0} req/s, p99 {:.3} ms\n    throughput ratio {:.3} (goal >= 0.97: {})   p99 ratio {:.3} (goal <= 1.05: {})",
@@ -184,6 +200,12 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
             verdict(m.throughput_ratio >= 0.97),
             m.p99_ratio,
             verdict(m.p99_ratio <= 1.05),
+        );
+        println!(
+            "    host CPU per request: enabled {:.1} us, disabled {:.1} us (the plugin: {:+.1} us)",
+            m.median_cpu_us_per_request_enabled,
+            m.median_cpu_us_per_request_disabled,
+            m.median_cpu_us_per_request_enabled - m.median_cpu_us_per_request_disabled,
         );
     }
     println!("  the enabled host's plugin received {} events", figures.plugin_events_received);
@@ -202,22 +224,29 @@ async fn measure_mix(
         let mut results = Vec::new();
         for host in order {
             on.wait_plugin_idle().await?;
+            let cpu_before = host.cpu_seconds()?;
             let config = mix.load(host, args.seconds, args.connections, 1 + round as u64);
             let report = checked(loadgen::run(&config).await?, host)?;
+            // The plugin's work on these requests ends when its queue is
+            // written out.
+            on.wait_plugin_idle().await?;
+            let cpu_us = (host.cpu_seconds()? - cpu_before) * 1e6 / report.requests.max(1) as f64;
             eprintln!(
-                "bench: {mix:?} round {} plugin {:<8} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cache hits {:.1}%",
+                "bench: {mix:?} round {} plugin {:<8} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cache hits {:.1}%  host CPU {:.1} us/request",
                 round + 1,
                 if host.label == "on" { "enabled" } else { "disabled" },
                 report.requests_per_second,
                 report.latency_ms.p50,
                 report.latency_ms.p99,
                 100.0 * hits(&report) as f64 / report.searches.max(1) as f64,
+                cpu_us,
             );
-            results.push((host.label.clone(), report));
+            results.push((host.label.clone(), report, cpu_us));
         }
         let pick = |label: &str| {
-            let r = &results.iter().find(|(l, _)| l == label).expect("both ran").1;
+            let (_, r, cpu_us) = results.iter().find(|(l, _, _)| l == label).expect("both ran");
             Measured {
+                cpu_us_per_request: *cpu_us,
                 requests_per_second: r.requests_per_second,
                 p50_ms: r.latency_ms.p50,
                 p99_ms: r.latency_ms.p99,
@@ -231,6 +260,7 @@ async fn measure_mix(
     let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
     let (rps_on, rps_off) = (med(|r| r.enabled.requests_per_second), med(|r| r.disabled.requests_per_second));
     let (p99_on, p99_off) = (med(|r| r.enabled.p99_ms), med(|r| r.disabled.p99_ms));
+    let (cpu_on, cpu_off) = (med(|r| r.enabled.cpu_us_per_request), med(|r| r.disabled.cpu_us_per_request));
     Ok(MixFigures {
         mix,
         rounds,
@@ -240,6 +270,8 @@ async fn measure_mix(
         median_p99_ms_disabled: p99_off,
         throughput_ratio: rps_on / rps_off,
         p99_ratio: p99_on / p99_off,
+        median_cpu_us_per_request_enabled: cpu_on,
+        median_cpu_us_per_request_disabled: cpu_off,
     })
 }
 
