@@ -110,3 +110,10 @@ CREATE INDEX IF NOT EXISTS click_pairs_open_time ON click_pairs (open_time);
 CREATE INDEX IF NOT EXISTS search_events_search_id ON search_events (search_id);
 
 CREATE INDEX IF NOT EXISTS open_events_search_id ON open_events (search_id);
+
+-- TimescaleDB's schema had no rollup_dirty (0002_rollups.sql is plain
+-- PostgreSQL's): the usage rollups need it there too.
+CREATE TABLE IF NOT EXISTS rollup_dirty (
+    from_time  timestamptz NOT NULL,
+    to_time    timestamptz NOT NULL
+);
