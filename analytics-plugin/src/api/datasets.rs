@@ -627,11 +627,19 @@ pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<D
             };
             let sp = ctx.project_cond("s.project", &mut binds);
             let op = ctx.project_cond("o.project", &mut binds);
+            // From the raw side, then by search_id: CROSS JOIN keeps SQLite
+            // from scanning the whole range's searches first (PostgreSQL
+            // plans it as any inner join).
+            let from = if search_side {
+                "search_events s CROSS JOIN open_events o"
+            } else {
+                "open_events o CROSS JOIN search_events s"
+            };
             add(
                 ctx.rows(
                     &format!(
-                        "SELECT s.query, CAST(count(*) AS BIGINT) FROM search_events s JOIN open_events o \
-                         ON o.search_id = s.search_id WHERE {s_in} AND {o_in}{not_raw}{sp}{op}{zero} \
+                        "SELECT s.query, CAST(count(*) AS BIGINT) FROM {from} \
+                         WHERE o.search_id = s.search_id AND {s_in} AND {o_in}{not_raw}{sp}{op}{zero} \
                          AND s.query IS NOT NULL GROUP BY 1"
                     ),
                     &binds,

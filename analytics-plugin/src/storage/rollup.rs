@@ -179,14 +179,16 @@ pub fn usage_hour_steps(dialect: &Dialect) -> Vec<String> {
         within("search_time"),
         within("open_time")
     ));
+    // Each from its side's time range, then by search_id (CROSS JOIN fixes
+    // that order on SQLite).
     steps.push(format!(
-        "{pair} FROM open_events o JOIN search_events s ON s.search_id = o.search_id \
-         WHERE {} AND s.query IS NOT NULL AND {apart}",
+        "{pair} FROM open_events o CROSS JOIN search_events s \
+         WHERE s.search_id = o.search_id AND {} AND s.query IS NOT NULL AND {apart}",
         within("o.time")
     ));
     steps.push(format!(
-        "{pair} FROM search_events s JOIN open_events o ON o.search_id = s.search_id \
-         WHERE {} AND NOT ({}) AND s.query IS NOT NULL AND {apart}",
+        "{pair} FROM search_events s CROSS JOIN open_events o \
+         WHERE o.search_id = s.search_id AND {} AND NOT ({}) AND s.query IS NOT NULL AND {apart}",
         within("s.time"),
         within("o.time")
     ));
