@@ -155,7 +155,12 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str, append:
         }
     }
     let mut before = std::collections::BTreeMap::new();
-    for table in &shared {
+    // Event tables first, so that a refusal names one (rather than a
+    // rollup table that sorts before them).
+    let is_raw = |t: &&String| RAW_TABLES.contains(&t.as_str());
+    let checked: Vec<&String> =
+        shared.iter().copied().filter(is_raw).chain(shared.iter().copied().filter(|t| !is_raw(t))).collect();
+    for table in checked {
         let rows = count(target.as_ref(), table).await?;
         if rows > 0 && !append {
             bail!(
