@@ -51,6 +51,8 @@ async fn reset(url: &str, dir: &std::path::Path) {
                 "ingest_progress",
                 "rollup_dirty",
                 "click_pairs",
+                "search_keys",
+                "open_keys",
                 "user_rollup_1h",
                 "user_rollup_1d",
                 "query_rollup_1h",

@@ -205,6 +205,8 @@ async fn plugin_with_fixture(backend: Backend) -> AnalyticsPlugin {
             "ingest_progress",
             "rollup_dirty",
             "click_pairs",
+            "search_keys",
+            "open_keys",
             "user_rollup_1h",
             "user_rollup_1d",
             "query_rollup_1h",
@@ -492,7 +494,7 @@ fn late_day() -> i64 {
 /// a search whose open is in the next hour, one opened in another project,
 /// and an open inside the fixture's window of a search on the late day.
 fn late_rows() -> Vec<Row> {
-    let (start, _) = window();
+    let (start, end) = window();
     let day = late_day();
     let search = |t: i64, project: &str, query: &str, results: i32, id: &str| {
         RowData::Search(SearchRow {
@@ -532,6 +534,12 @@ fn late_rows() -> Vec<Row> {
         // Into a rolled-up hour of the window: an opened search.
         search(start + 5 * HOUR + 30 * MINUTE, "alpha", "struct Config", 1, "late-4"),
         open(start + 5 * HOUR + 31 * MINUTE, "alpha", "src/file0.rs", "late-4"),
+        // Pairs with one side in the narrow range's partial first or last
+        // hour (raw) and the other in a whole hour (rolled up).
+        search(start + 20 * MINUTE, "beta", "impl Drop", 2, "late-5"),
+        open(start + 4 * HOUR, "beta", "src/file1.rs", "late-5"),
+        search(start + 2 * HOUR, "beta", "nothing here", 0, "late-6"),
+        open(end - 40 * MINUTE, "beta", "src/file2.rs", "late-6"),
     ];
     data.into_iter().enumerate().map(|(k, d)| Row { id: EventId { boot_id: 7, seq: k as i64 + 1 }, data: d }).collect()
 }

@@ -38,6 +38,8 @@ async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
         "file_rollup_1h",
         "file_rollup_1d",
         "click_pairs",
+        "search_keys",
+        "open_keys",
     ];
     common::fresh(backend, "storage", name, &reset).await
 }

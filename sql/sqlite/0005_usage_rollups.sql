@@ -21,6 +21,8 @@
 -- opened, indexed, and the first indexing and first access in the bucket.
 -- click_pairs: an open whose search (same search_id) lies in another hour
 -- or project, with both times, so any range counts it exactly.
+-- search_keys, open_keys: search_id, time and project of every rolled-up
+-- search (with a query) and open.
 
 CREATE TABLE IF NOT EXISTS user_rollup_1h (
     bucket                 INTEGER NOT NULL,
@@ -106,7 +108,27 @@ CREATE INDEX IF NOT EXISTS click_pairs_search_time ON click_pairs (search_time);
 CREATE INDEX IF NOT EXISTS click_pairs_open_time ON click_pairs (open_time);
 
 -- Opens are matched to their searches by search_id when rolling up and at
--- the raw edges of a range.
-CREATE INDEX IF NOT EXISTS search_events_search_id ON search_events (search_id);
+-- the raw edges of a range, through these copies of the rolled-up hours'
+-- keys (filled by maintenance, like the rollups): an index on the raw
+-- tables would cost every write.
+CREATE TABLE IF NOT EXISTS search_keys (
+    search_id              TEXT NOT NULL,
+    time                   INTEGER NOT NULL,
+    project                TEXT NOT NULL,
+    query                  TEXT NOT NULL,
+    zero_result            INTEGER NOT NULL
+);
 
-CREATE INDEX IF NOT EXISTS open_events_search_id ON open_events (search_id);
+CREATE INDEX IF NOT EXISTS search_keys_search_id ON search_keys (search_id);
+
+CREATE INDEX IF NOT EXISTS search_keys_time ON search_keys (time);
+
+CREATE TABLE IF NOT EXISTS open_keys (
+    search_id              TEXT NOT NULL,
+    time                   INTEGER NOT NULL,
+    project                TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS open_keys_search_id ON open_keys (search_id);
+
+CREATE INDEX IF NOT EXISTS open_keys_time ON open_keys (time);

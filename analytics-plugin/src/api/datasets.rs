@@ -612,35 +612,57 @@ pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<D
             .await?,
             false,
         );
-        // Pairs with a side in a raw part: searches there with their opens
-        // in the range, then opens there whose search is in the range but
-        // not in a raw part.
-        for (search_side, open_side) in [(true, false), (false, true)] {
+        // Pairs with a side in a raw part: both there (raw events), the
+        // search there and the open rolled up (open_keys), the open there
+        // and the search rolled up (search_keys). Each from the raw side,
+        // then by search_id (CROSS JOIN fixes that order on SQLite).
+        let covered = split.covered();
+        let mut binds = Vec::new();
+        let s_raw = split::within("s.time", &split.raw, &mut binds, time);
+        let o_raw = split::within("time", &split.raw, &mut binds, time);
+        let sp = ctx.project_cond("s.project", &mut binds);
+        let op = ctx.project_cond("project", &mut binds);
+        add(
+            ctx.rows(
+                &format!(
+                    "SELECT s.query, CAST(sum(o.n) AS BIGINT) FROM search_events s JOIN \
+                     (SELECT search_id, count(*) AS n FROM open_events WHERE {o_raw}{op} GROUP BY 1) o \
+                     ON o.search_id = s.search_id WHERE {s_raw}{sp}{zero} AND s.query IS NOT NULL GROUP BY 1"
+                ),
+                &binds,
+            )
+            .await?,
+            true,
+        );
+        if !covered.is_empty() {
             let mut binds = Vec::new();
-            let whole = [(ctx.range.from_us, ctx.range.to_us)];
-            let s_in = split::within("s.time", if search_side { &split.raw } else { &whole }, &mut binds, time);
-            let o_in = split::within("o.time", if open_side { &split.raw } else { &whole }, &mut binds, time);
-            let not_raw = if open_side {
-                format!(" AND NOT {}", split::within("s.time", &split.raw, &mut binds, time))
-            } else {
-                String::new()
-            };
+            let s_raw = split::within("s.time", &split.raw, &mut binds, time);
+            let o_cov = split::within("o.time", &covered, &mut binds, time);
             let sp = ctx.project_cond("s.project", &mut binds);
             let op = ctx.project_cond("o.project", &mut binds);
-            // From the raw side, then by search_id: CROSS JOIN keeps SQLite
-            // from scanning the whole range's searches first (PostgreSQL
-            // plans it as any inner join).
-            let from = if search_side {
-                "search_events s CROSS JOIN open_events o"
-            } else {
-                "open_events o CROSS JOIN search_events s"
-            };
             add(
                 ctx.rows(
                     &format!(
-                        "SELECT s.query, CAST(count(*) AS BIGINT) FROM {from} \
-                         WHERE o.search_id = s.search_id AND {s_in} AND {o_in}{not_raw}{sp}{op}{zero} \
+                        "SELECT s.query, CAST(count(*) AS BIGINT) FROM search_events s CROSS JOIN open_keys o \
+                         WHERE o.search_id = s.search_id AND {s_raw} AND {o_cov}{sp}{op}{zero} \
                          AND s.query IS NOT NULL GROUP BY 1"
+                    ),
+                    &binds,
+                )
+                .await?,
+                true,
+            );
+            let mut binds = Vec::new();
+            let o_raw = split::within("o.time", &split.raw, &mut binds, time);
+            let s_cov = split::within("s.time", &covered, &mut binds, time);
+            let sp = ctx.project_cond("s.project", &mut binds);
+            let op = ctx.project_cond("o.project", &mut binds);
+            let zero = if zero_only { " AND s.zero_result = 1" } else { "" };
+            add(
+                ctx.rows(
+                    &format!(
+                        "SELECT s.query, CAST(count(*) AS BIGINT) FROM open_events o CROSS JOIN search_keys s \
+                         WHERE s.search_id = o.search_id AND {o_raw} AND {s_cov}{sp}{op}{zero} GROUP BY 1"
                     ),
                     &binds,
                 )

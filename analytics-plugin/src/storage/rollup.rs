@@ -170,29 +170,47 @@ pub fn usage_hour_steps(dialect: &Dialect) -> Vec<String> {
         tw = within("time"),
     ));
     let apart = format!("({} <> {} OR s.project <> o.project)", b("s.time"), b("o.time"));
-    let pair = format!(
-        "INSERT INTO click_pairs (search_time, open_time, search_project, open_project, query, zero_result) \
-         SELECT s.time, o.time, s.project, o.project, s.query, CASE WHEN {zero} THEN 1 ELSE 0 END"
-    );
+    let pair = "INSERT INTO click_pairs (search_time, open_time, search_project, open_project, query, zero_result) \
+         SELECT s.time, o.time, s.project, o.project, s.query, s.zero_result";
     steps.push(format!(
         "DELETE FROM click_pairs WHERE ({}) OR ({})",
         within("search_time"),
         within("open_time")
     ));
     // Each from its side's time range, then by search_id (CROSS JOIN fixes
-    // that order on SQLite).
+    // that order on SQLite), over the keys every rolled-up hour left (this
+    // run's hours refreshed first, by `usage_key_steps`).
     steps.push(format!(
-        "{pair} FROM open_events o CROSS JOIN search_events s \
-         WHERE s.search_id = o.search_id AND {} AND s.query IS NOT NULL AND {apart}",
+        "{pair} FROM open_keys o CROSS JOIN search_keys s WHERE s.search_id = o.search_id AND {} AND {apart}",
         within("o.time")
     ));
     steps.push(format!(
-        "{pair} FROM search_events s CROSS JOIN open_events o \
-         WHERE o.search_id = s.search_id AND {} AND NOT ({}) AND s.query IS NOT NULL AND {apart}",
+        "{pair} FROM search_keys s CROSS JOIN open_keys o \
+         WHERE o.search_id = s.search_id AND {} AND NOT ({}) AND {apart}",
         within("s.time"),
         within("o.time")
     ));
     steps
+}
+
+/// Statements copying the keys of searches (with a query) and opens in
+/// [start, end) (whole hours) into `search_keys` and `open_keys`: run for
+/// every range of a maintenance run before any click pair is computed.
+pub fn usage_key_steps(dialect: &Dialect) -> Vec<String> {
+    let (start, end) = dialect.params;
+    let within = format!("time >= {start} AND time < {end}");
+    vec![
+        format!("DELETE FROM search_keys WHERE {within}"),
+        format!("DELETE FROM open_keys WHERE {within}"),
+        format!(
+            "INSERT INTO search_keys (search_id, time, project, query, zero_result) \
+             SELECT search_id, time, project, query, CASE WHEN status = 'ok' AND result_count = 0 THEN 1 ELSE 0 END \
+             FROM search_events WHERE {within} AND query IS NOT NULL"
+        ),
+        format!(
+            "INSERT INTO open_keys (search_id, time, project) SELECT search_id, time, project FROM open_events WHERE {within}"
+        ),
+    ]
 }
 
 /// Statements recomputing the usage rollups' days in [start, end) (whole
@@ -322,6 +340,12 @@ pub fn plan(
         .collect();
     let mut steps = Vec::new();
     for &(from, to) in &ranges {
+        let (start, end) = bucket_span(from, to, LEVELS[1].1);
+        for sql in usage_key_steps(dialect) {
+            steps.push(Step { sql, binds: vec![start, end], retention: false });
+        }
+    }
+    for &(from, to) in &ranges {
         for (level, (_, width)) in LEVELS.iter().enumerate() {
             let (start, end) = bucket_span(from, to, *width);
             let usage = match level {
@@ -360,6 +384,13 @@ pub fn plan(
         binds: vec![raw_horizon],
         retention: true,
     });
+    for table in ["search_keys", "open_keys"] {
+        steps.push(Step {
+            sql: format!("DELETE FROM {table} WHERE time < {before}"),
+            binds: vec![raw_horizon],
+            retention: true,
+        });
+    }
     if usage_only {
         return (ranges.len(), steps);
     }
