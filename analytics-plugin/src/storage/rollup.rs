@@ -6,6 +6,11 @@
 //! the last run (`rollup_dirty`): minutes from raw events, hours from
 //! minutes, days from hours. Recomputing is a delete and an insert of whole
 //! buckets, so running twice, or after late events, gives the same result.
+//!
+//! The usage rollups (per user, query and file: hours from raw events, days
+//! from hours, with the click pairs and the key tables they are found
+//! through) are recomputed the same way on every backend, TimescaleDB too,
+//! and cut with raw events at the same whole day.
 
 /// One rollup family (`<name>_1m`, `_1h`, `_1d`).
 pub struct Rollup {
