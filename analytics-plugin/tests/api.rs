@@ -541,7 +541,10 @@ fn late_rows() -> Vec<Row> {
         search(start + 2 * HOUR, "beta", "nothing here", 0, "late-6"),
         open(end - 40 * MINUTE, "beta", "src/file2.rs", "late-6"),
     ];
-    data.into_iter().enumerate().map(|(k, d)| Row { id: EventId { boot_id: 7, seq: k as i64 + 1 }, data: d }).collect()
+    data.into_iter()
+        .enumerate()
+        .map(|(k, d)| Row { id: EventId { boot_id: 7, seq: k as i64 + 1 }, data: d })
+        .collect()
 }
 
 /// Routes whose ranges end mid-hour and reach back over the late day.
@@ -552,7 +555,8 @@ fn split_routes() -> Vec<String> {
         format_rfc3339(late_day() - 2 * HOUR - 17 * MINUTE),
         format_rfc3339(end - 23 * MINUTE)
     );
-    let narrow = format!("from={}&to={}", format_rfc3339(start + 17 * MINUTE), format_rfc3339(end - 23 * MINUTE));
+    let narrow =
+        format!("from={}&to={}", format_rfc3339(start + 17 * MINUTE), format_rfc3339(end - 23 * MINUTE));
     let mut routes = Vec::new();
     // Minute steps keep the ranges' ends off the hour (a range is aligned
     // to its step).
@@ -669,7 +673,10 @@ async fn usage_rollups_and_raw_edges_equal_raw_events_alone() {
             let clicks = opens.iter().filter(|o| mine.iter().any(|s| s.search_id == o.search_id)).count();
             assert_eq!(entry["count"], mine.len(), "{backend:?} {q}");
             let rate = entry["click_through_rate"].as_f64().unwrap();
-            assert!((rate - clicks as f64 / mine.len() as f64).abs() < 1e-6, "{backend:?} {q}: {rate} vs {clicks}");
+            assert!(
+                (rate - clicks as f64 / mine.len() as f64).abs() < 1e-6,
+                "{backend:?} {q}: {rate} vs {clicks}"
+            );
         }
         // Active users over the usage route's own (minute-aligned) range.
         let usage = &after[7].1;

@@ -289,7 +289,11 @@ async fn retention_is_applied(backend: Backend) {
     }
     // A maintenance run 5 days ago rolled all three up.
     store.maintain(now - 5 * DAY).await.unwrap();
-    assert_eq!(count(&*store, "SELECT CAST(sum(searches) AS BIGINT) FROM user_rollup_1d").await, 3, "{backend:?}");
+    assert_eq!(
+        count(&*store, "SELECT CAST(sum(searches) AS BIGINT) FROM user_rollup_1d").await,
+        3,
+        "{backend:?}"
+    );
     if backend == Backend::Timescaledb {
         // No background workers on the test server: run the policies' jobs.
         let jobs = store

@@ -579,7 +579,8 @@ pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<D
     let time = |n: usize| sql.time(n);
     let zero = if zero_only { " AND s.status = 'ok' AND s.result_count = 0" } else { "" };
     // (count, latency sum, results sum, zero-result searches, opens) per query.
-    let mut per_query: BTreeMap<String, (i64, f64, i64, i64, i64)> = BTreeMap::new();
+    type Sums = (i64, f64, i64, i64, i64);
+    let mut per_query: BTreeMap<String, Sums> = BTreeMap::new();
     let mut add = |rows: Vec<Vec<Value>>, clicks_only: bool| {
         for row in rows {
             let Some(query) = row[0].as_str() else { continue };
@@ -685,8 +686,9 @@ pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<D
         let mut binds = Vec::new();
         let cond = split::within("bucket", parts, &mut binds, time);
         let project = ctx.project_cond("project", &mut binds);
-        let rows =
-            ctx.rows(&format!("SELECT query, {measures} FROM {table} WHERE {cond}{project} GROUP BY 1"), &binds).await?;
+        let rows = ctx
+            .rows(&format!("SELECT query, {measures} FROM {table} WHERE {cond}{project} GROUP BY 1"), &binds)
+            .await?;
         add(rows, false);
     }
     let covered = split.covered();
@@ -708,8 +710,7 @@ pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<D
             true,
         );
     }
-    let mut ranked: Vec<(String, (i64, f64, i64, i64, i64))> =
-        per_query.into_iter().filter(|(_, e)| e.0 > 0).collect();
+    let mut ranked: Vec<(String, Sums)> = per_query.into_iter().filter(|(_, e)| e.0 > 0).collect();
     ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
     ranked.truncate(limit.max(0) as usize);
     let mut queries = Vec::new();
@@ -766,7 +767,9 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
     let time = |n: usize| sql.time(n);
     // Active users per bucket: distinct (bucket, user) pairs of each part.
     let mut active: BTreeMap<i64, std::collections::HashSet<String>> = BTreeMap::new();
-    for (source, parts) in [(Source::Raw, &series.raw), (Source::Hour, &series.hours), (Source::Day, &series.days)] {
+    for (source, parts) in
+        [(Source::Raw, &series.raw), (Source::Hour, &series.hours), (Source::Day, &series.days)]
+    {
         if parts.is_empty() {
             continue;
         }
@@ -780,7 +783,10 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
                  UNION SELECT DISTINCT {b}, user_id FROM open_events WHERE {cond}{project}"
             )
         } else {
-            format!("SELECT DISTINCT {b}, user_id FROM {} WHERE {cond}{project}", source.table("user_rollup", ""))
+            format!(
+                "SELECT DISTINCT {b}, user_id FROM {} WHERE {cond}{project}",
+                source.table("user_rollup", "")
+            )
         };
         for row in ctx.rows(&text, &binds).await? {
             active.entry(row[0].as_i64()).or_default().insert(row[1].as_str().unwrap_or("").to_owned());
@@ -864,7 +870,8 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
         // TimescaleDB's search_rollup_1h is a continuous aggregate, which
         // late events reach only at its next refresh: there, the plugin's
         // own user_rollup_1h (rolled up with rollup_dirty like the rest).
-        let rollup = if sql.backend == crate::storage::Backend::Timescaledb { "user_rollup" } else { "search_rollup" };
+        let rollup =
+            if sql.backend == crate::storage::Backend::Timescaledb { "user_rollup" } else { "search_rollup" };
         let heat = ctx
             .rows(
                 &format!(
@@ -951,13 +958,16 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
     let split = ctx.split(true, true).await?;
     let time = |n: usize| sql.time(n);
     // (project, path) → (indexed events, first indexed, accesses, first reached)
-    let mut per_file: BTreeMap<(String, String), (i64, Option<i64>, i64, Option<i64>)> = BTreeMap::new();
+    type FileSums = (i64, Option<i64>, i64, Option<i64>);
+    let mut per_file: BTreeMap<(String, String), FileSums> = BTreeMap::new();
     let mut per_day: BTreeMap<(String, i64), BTreeMap<String, i64>> = BTreeMap::new();
     let min = |a: Option<i64>, b: Option<i64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    for (source, parts) in [(Source::Raw, &split.raw), (Source::Hour, &split.hours), (Source::Day, &split.days)] {
+    for (source, parts) in
+        [(Source::Raw, &split.raw), (Source::Hour, &split.hours), (Source::Day, &split.days)]
+    {
         if parts.is_empty() {
             continue;
         }
@@ -996,13 +1006,17 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
             )
         };
         for row in ctx.rows(&text, &binds).await? {
-            let (project, path) = (row[0].as_str().unwrap_or("").to_owned(), row[1].as_str().unwrap_or("").to_owned());
+            let (project, path) =
+                (row[0].as_str().unwrap_or("").to_owned(), row[1].as_str().unwrap_or("").to_owned());
             let first_indexed = (row[4] != Value::Null).then(|| row[4].as_i64());
             let first_reached = (row[6] != Value::Null).then(|| row[6].as_i64());
             let accesses = row[5].as_i64();
             if accesses > 0 {
-                *per_day.entry((project.clone(), row[2].as_i64())).or_default().entry(path.clone()).or_default() +=
-                    accesses;
+                *per_day
+                    .entry((project.clone(), row[2].as_i64()))
+                    .or_default()
+                    .entry(path.clone())
+                    .or_default() += accesses;
             }
             let e = per_file.entry((project, path)).or_default();
             e.0 += row[3].as_i64();

@@ -88,7 +88,12 @@ impl Split {
 
 /// `(col >= t AND col < t' OR ...)` over `parts`, binding the times after
 /// `binds` (`time(n)` spells parameter n as the column's time type).
-pub fn within(col: &str, parts: &[(i64, i64)], binds: &mut Vec<Value>, time: impl Fn(usize) -> String) -> String {
+pub fn within(
+    col: &str,
+    parts: &[(i64, i64)],
+    binds: &mut Vec<Value>,
+    time: impl Fn(usize) -> String,
+) -> String {
     if parts.is_empty() {
         return "1 = 0".to_owned();
     }

@@ -352,7 +352,8 @@ impl Storage for PgStorage {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let (ranges, steps) = rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES, usage_only);
+        let (ranges, steps) =
+            rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES, usage_only);
         report.rollup_ranges = ranges;
         for step in steps {
             let binds = step.binds.into_iter().map(super::Value::Int).collect();
