@@ -162,7 +162,9 @@ fn instance(shared: &Shared, project: Option<&str>) -> Value {
 /// per second, and allows a pass while it holds under 60 s (so a first
 /// catch-up pass of a few seconds is allowed once). At event rates where
 /// passes get long, freshness degrades instead of the database.
-/// TimescaleDB's continuous aggregates are real-time already: nothing to do.
+/// TimescaleDB's continuous aggregates are real-time already, and the usage
+/// rollups' hours not yet rolled up are read from raw events (on every
+/// backend): nothing to do there.
 async fn refresh_rollups(shared: &Arc<Shared>) {
     const MIN_GAP_US: i64 = 2_000_000;
     const BURST_US: i64 = 60_000_000;
