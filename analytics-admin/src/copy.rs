@@ -155,7 +155,12 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str, append:
         }
     }
     let mut before = std::collections::BTreeMap::new();
-    for table in &shared {
+    // Event tables first, so that a refusal names one (rather than a
+    // rollup table that sorts before them).
+    let is_raw = |t: &&String| RAW_TABLES.contains(&t.as_str());
+    let checked: Vec<&String> =
+        shared.iter().copied().filter(is_raw).chain(shared.iter().copied().filter(|t| !is_raw(t))).collect();
+    for table in checked {
         let rows = count(target.as_ref(), table).await?;
         if rows > 0 && !append {
             bail!(
@@ -326,6 +331,10 @@ async fn finish_rollups(
             }
         }
         eprintln!("  continuous aggregates refreshed from the copied events");
+        // The usage rollups are the plugin's own tables there too (merged
+        // rows of buckets both sides wrote would hold one side only).
+        mark_all_dirty(target).await?;
+        target.maintain(now_us).await?;
         // Rollup history older than the raw events cannot become part of a
         // continuous aggregate: say how much is left behind.
         if source_tables.iter().any(|t| t == "search_rollup_1h") {
@@ -365,17 +374,16 @@ async fn finish_rollups(
             }
         }
     } else if target_tables.iter().any(|t| t == "rollup_dirty")
-        && (append || !source_tables.iter().any(|t| t == "rollup_dirty"))
+        && (append
+            || !source_tables.iter().any(|t| t == "rollup_dirty")
+            || source.backend() == Backend::Timescaledb)
     {
-        // From TimescaleDB the source had no rollup tables; merged into a
-        // database with events of its own, the buckets both wrote hold only
-        // one side. Rebuild from the raw events what raw retention holds.
-        let raw = RAW_TABLES.map(|t| format!("SELECT time FROM {t}")).join(" UNION ALL ");
-        let range = format!(
-            "INSERT INTO rollup_dirty (from_time, to_time) SELECT min(time), max(time) FROM ({raw}) AS raw \
-             HAVING count(*) > 0"
-        );
-        target.query(&range, &[]).await?;
+        // From TimescaleDB the source had no rollup tables (continuous
+        // aggregates are views; only its usage rollups are tables); merged
+        // into a database with events of its own, the buckets both wrote
+        // hold only one side. Rebuild from the raw events what raw
+        // retention holds.
+        mark_all_dirty(target).await?;
         if target.maintain(now_us).await?.ran {
             eprintln!("  rollups rebuilt from the raw events");
         } else {
@@ -385,6 +393,17 @@ async fn finish_rollups(
         // Pending ranges were copied with rollup_dirty; bring them up to date.
         target.maintain(now_us).await?;
     }
+    Ok(())
+}
+
+/// Marks the time range of every raw event for the next rollup run.
+async fn mark_all_dirty(target: &dyn Storage) -> anyhow::Result<()> {
+    let raw = RAW_TABLES.map(|t| format!("SELECT time FROM {t}")).join(" UNION ALL ");
+    let range = format!(
+        "INSERT INTO rollup_dirty (from_time, to_time) SELECT min(time), max(time) FROM ({raw}) AS raw \
+         HAVING count(*) > 0"
+    );
+    target.query(&range, &[]).await?;
     Ok(())
 }
 

@@ -61,7 +61,9 @@ fn path(i: i64) -> String {
 }
 
 fn main() {
-    let db = arg("--db").expect("--db PATH");
+    // Absolute: the plugin takes a relative SQLite path from its data dir,
+    // a temporary folder removed at the end.
+    let db = std::path::absolute(arg("--db").expect("--db PATH")).unwrap().to_string_lossy().into_owned();
     let searches: i64 = arg("--searches").map_or(1_000_000, |v| v.parse().unwrap());
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{db}{suffix}"));

@@ -24,6 +24,10 @@ use tower::ServiceExt;
 
 const HOUR: i64 = 3_600_000_000;
 
+/// The tests share their databases (and the TimescaleDB test server takes
+/// one connection): one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 extern "C" fn log(_level: LogLevel, _target: RStr<'_>, _message: RStr<'_>) {}
 
 fn now_us() -> i64 {
@@ -118,6 +122,32 @@ fn fixture() -> Fixture {
 }
 
 async fn plugin_for(backend: Backend) -> AnalyticsPlugin {
+    let plugin = plugin_with_fixture(backend).await;
+    roll_up(&plugin, backend).await;
+    plugin
+}
+
+/// Runs maintenance (the usage rollups on every backend) and, on
+/// TimescaleDB, refreshes the continuous aggregates.
+async fn roll_up(plugin: &AnalyticsPlugin, backend: Backend) {
+    let store = plugin.shared().storage.clone();
+    if backend == Backend::Timescaledb {
+        for view in ["search_rollup", "search_latency", "index_rollup", "open_rollup", "snapshot_rollup"] {
+            for level in ["1h", "1d"] {
+                store
+                    .query_strings(&format!(
+                        "CALL refresh_continuous_aggregate('{view}_{level}', NULL, NULL)"
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    store.maintain(now_us()).await.unwrap();
+}
+
+/// A plugin on `backend` holding the fixture, not rolled up yet.
+async fn plugin_with_fixture(backend: Backend) -> AnalyticsPlugin {
     let dir = std::env::temp_dir().join(format!("api-suite-{}-{:?}", std::process::id(), backend));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -167,8 +197,23 @@ async fn plugin_for(backend: Backend) -> AnalyticsPlugin {
     assert!(health.connected, "{backend:?} did not connect: {health:?}");
     let store = plugin.shared().storage.clone();
     if backend == Backend::Timescaledb {
-        for table in ["search_events", "index_events", "open_events", "project_snapshots", "ingest_progress"]
-        {
+        for table in [
+            "search_events",
+            "index_events",
+            "open_events",
+            "project_snapshots",
+            "ingest_progress",
+            "rollup_dirty",
+            "click_pairs",
+            "search_keys",
+            "open_keys",
+            "user_rollup_1h",
+            "user_rollup_1d",
+            "query_rollup_1h",
+            "query_rollup_1d",
+            "file_rollup_1h",
+            "file_rollup_1d",
+        ] {
             store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await.unwrap();
         }
     }
@@ -176,20 +221,6 @@ async fn plugin_for(backend: Backend) -> AnalyticsPlugin {
         for chunk in rows.chunks(500) {
             store.write(&instance, &RowBatch::from_rows(boot, chunk.to_vec())).await.unwrap();
         }
-    }
-    if backend == Backend::Timescaledb {
-        for view in ["search_rollup", "search_latency", "index_rollup", "open_rollup", "snapshot_rollup"] {
-            for level in ["1h", "1d"] {
-                store
-                    .query_strings(&format!(
-                        "CALL refresh_continuous_aggregate('{view}_{level}', NULL, NULL)"
-                    ))
-                    .await
-                    .unwrap();
-            }
-        }
-    } else {
-        store.maintain(now_us()).await.unwrap();
     }
     plugin
 }
@@ -362,6 +393,7 @@ fn comparable(mut v: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_answers_the_same_and_matches_brute_force() {
+    let _turn = SERIAL.lock().await;
     let mut answers: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for backend in [Backend::Sqlite, Backend::Postgres, Backend::Timescaledb] {
         let plugin = plugin_for(backend).await;
@@ -446,5 +478,217 @@ async fn every_backend_answers_the_same_and_matches_brute_force() {
     for entry in top["queries"].as_array().unwrap() {
         let q = entry["query"].as_str().unwrap();
         assert_eq!(entry["count"], searches.iter().filter(|s| s.query.as_deref() == Some(q)).count(), "{q}");
+    }
+}
+
+const MINUTE: i64 = 60_000_000;
+const DAY: i64 = 24 * HOUR;
+
+/// The whole day before the fixture's window: late events land there, so
+/// ranges reaching back over it read a daily rollup row.
+fn late_day() -> i64 {
+    (window().0 / DAY - 1) * DAY
+}
+
+/// Events written after a rollup run: within one hour (search and open),
+/// a search whose open is in the next hour, one opened in another project,
+/// and an open inside the fixture's window of a search on the late day.
+fn late_rows() -> Vec<Row> {
+    let (start, end) = window();
+    let day = late_day();
+    let search = |t: i64, project: &str, query: &str, results: i32, id: &str| {
+        RowData::Search(SearchRow {
+            time_us: t,
+            project: project.into(),
+            user_id: "late-user".into(),
+            query: Some(query.into()),
+            kind: "literal",
+            cache: "miss",
+            status: "ok",
+            error_code: None,
+            latency_ms: 1.25,
+            latency_bucket: latency::bucket_of_ns(1_250_000),
+            result_count: results,
+            top_results: (0..results.min(2)).map(|r| format!("src/file{r}.rs")).collect(),
+            search_id: id.into(),
+        })
+    };
+    let open = |t: i64, project: &str, path: &str, id: &str| {
+        RowData::Open(OpenRow {
+            time_us: t,
+            project: project.into(),
+            user_id: "late-opener".into(),
+            path: path.into(),
+            rank: 1,
+            search_id: id.into(),
+        })
+    };
+    let data = vec![
+        search(day + 5 * HOUR + 10 * MINUTE, "alpha", "fn main", 3, "late-1"),
+        open(day + 5 * HOUR + 11 * MINUTE, "alpha", "src/file0.rs", "late-1"),
+        search(day + 6 * HOUR + 59 * MINUTE, "beta", "impl Drop", 2, "late-2"),
+        open(day + 7 * HOUR + MINUTE, "beta", "src/file1.rs", "late-2"),
+        search(day + 9 * HOUR, "alpha", "nothing here", 0, "late-3"),
+        open(day + 9 * HOUR + 2 * MINUTE, "beta", "src/file3.rs", "late-3"),
+        open(start + 3 * HOUR + 5 * MINUTE, "alpha", "src/file2.rs", "late-1"),
+        // Into a rolled-up hour of the window: an opened search.
+        search(start + 5 * HOUR + 30 * MINUTE, "alpha", "struct Config", 1, "late-4"),
+        open(start + 5 * HOUR + 31 * MINUTE, "alpha", "src/file0.rs", "late-4"),
+        // Pairs with one side in the narrow range's partial first or last
+        // hour (raw) and the other in a whole hour (rolled up).
+        search(start + 20 * MINUTE, "beta", "impl Drop", 2, "late-5"),
+        open(start + 4 * HOUR, "beta", "src/file1.rs", "late-5"),
+        search(start + 2 * HOUR, "beta", "nothing here", 0, "late-6"),
+        open(end - 40 * MINUTE, "beta", "src/file2.rs", "late-6"),
+    ];
+    data.into_iter()
+        .enumerate()
+        .map(|(k, d)| Row { id: EventId { boot_id: 7, seq: k as i64 + 1 }, data: d })
+        .collect()
+}
+
+/// Routes whose ranges end mid-hour and reach back over the late day.
+fn split_routes() -> Vec<String> {
+    let (start, end) = window();
+    let wide = format!(
+        "from={}&to={}",
+        format_rfc3339(late_day() - 2 * HOUR - 17 * MINUTE),
+        format_rfc3339(end - 23 * MINUTE)
+    );
+    let narrow =
+        format!("from={}&to={}", format_rfc3339(start + 17 * MINUTE), format_rfc3339(end - 23 * MINUTE));
+    let mut routes = Vec::new();
+    // Minute steps keep the ranges' ends off the hour (a range is aligned
+    // to its step).
+    for range in [&wide, &narrow] {
+        routes.push(format!("/api/v1/analytics/usage?{range}&step=1h&limit=50"));
+        routes.push(format!("/api/v1/analytics/usage?{range}&step=1d&limit=3&project=alpha"));
+        routes.push(format!("/api/v1/analytics/top-queries?{range}&step=1m&limit=10"));
+        routes.push(format!("/api/v1/analytics/top-queries?{range}&step=1m&zero_results=true"));
+        routes.push(format!("/api/v1/analytics/top-queries?{range}&project=beta"));
+        routes.push(format!("/api/v1/analytics/code-health?{range}&step=1m&page_size=50"));
+        routes.push(format!("/api/v1/analytics/code-health?{range}&project=alpha&hot_spot_factor=1.1"));
+        routes.push(format!("/api/v1/analytics/usage?{range}&step=1m&limit=5"));
+    }
+    routes
+}
+
+async fn answers(plugin: &AnalyticsPlugin) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for route in split_routes() {
+        let (status, body) = get(plugin, &route).await;
+        assert_eq!(status, 200, "{route}: {body}");
+        out.push((route, body));
+    }
+    out
+}
+
+fn assert_same(label: &str, a: &[(String, Value)], b: &[(String, Value)]) {
+    for ((route, x), (_, y)) in a.iter().zip(b) {
+        let (x, y) = (comparable(x.clone()), comparable(y.clone()));
+        if x != y {
+            let dump = std::env::temp_dir().join("api-suite-split-diff.json");
+            let both = json!({"label": label, "route": route, "got": x, "expected": y});
+            std::fs::write(&dump, serde_json::to_string_pretty(&both).unwrap()).unwrap();
+            panic!("{label}: {route} differs (both in {})", dump.display());
+        }
+    }
+}
+
+/// Marks the whole of every route's range dirty, so every answer comes
+/// from raw events alone (the brute-force reference).
+async fn all_dirty(plugin: &AnalyticsPlugin, backend: Backend) {
+    let sql = if backend == Backend::Sqlite {
+        "INSERT INTO rollup_dirty (from_time, to_time) VALUES (?1, ?2)"
+    } else {
+        "INSERT INTO rollup_dirty (from_time, to_time) VALUES (TIMESTAMPTZ 'epoch' + $1::bigint * INTERVAL '1 microsecond', \
+         TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')"
+    };
+    let binds = [
+        context_analytics::storage::Value::Int(late_day() - 3 * DAY),
+        context_analytics::storage::Value::Int(now_us() + DAY),
+    ];
+    plugin.shared().storage.query(sql, &binds).await.unwrap();
+}
+
+/// Usage, top-queries and code-health read whole hours and days from the
+/// usage rollups and the rest from raw events: over ranges that end
+/// mid-hour, before and after a rollup run, with late events before and
+/// after the next one, they answer exactly what raw events alone give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_rollups_and_raw_edges_equal_raw_events_alone() {
+    let _turn = SERIAL.lock().await;
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::Timescaledb] {
+        let plugin = plugin_with_fixture(backend).await;
+        roll_up(&plugin, backend).await;
+        let rolled = answers(&plugin).await;
+        assert!(rolled.iter().any(|(_, b)| b["range"]["source"] == "1d"), "{backend:?}: a day row was read");
+        assert!(rolled.iter().any(|(_, b)| b["range"]["source"] == "1h"), "{backend:?}: hour rows were read");
+        all_dirty(&plugin, backend).await;
+        let raw = answers(&plugin).await;
+        assert!(raw.iter().all(|(_, b)| b["range"]["source"] == "raw"), "{backend:?}");
+        assert_same(&format!("{backend:?} rolled up"), &rolled, &raw);
+        roll_up(&plugin, backend).await;
+
+        let store = plugin.shared().storage.clone();
+        store.write("inst-late", &RowBatch::from_rows(7, late_rows())).await.unwrap();
+        let mixed = answers(&plugin).await;
+        all_dirty(&plugin, backend).await;
+        let reference = answers(&plugin).await;
+        assert_same(&format!("{backend:?} late events, dirty hours raw"), &mixed, &reference);
+        roll_up(&plugin, backend).await;
+        let after = answers(&plugin).await;
+        assert_same(&format!("{backend:?} late events rolled up"), &after, &reference);
+        assert_ne!(comparable(after[2].1.clone()), comparable(rolled[2].1.clone()), "late events counted");
+
+        // Brute force over the fixture and the late events: the wide range's
+        // top queries (count, click-through) and active users.
+        let top = &after[2].1;
+        let (from, to) = (
+            context_analytics::time::parse_rfc3339(top["range"]["from"].as_str().unwrap()).unwrap(),
+            context_analytics::time::parse_rfc3339(top["range"]["to"].as_str().unwrap()).unwrap(),
+        );
+        assert_ne!(from % HOUR, 0, "the range starts mid-hour");
+        let mut events: Vec<RowData> =
+            fixture().rows.into_iter().flat_map(|(_, _, rows)| rows).map(|r| r.data).collect();
+        events.extend(late_rows().into_iter().map(|r| r.data));
+        let inside = |t: i64| t >= from && t < to;
+        let searches: Vec<&SearchRow> = events
+            .iter()
+            .filter_map(|e| match e {
+                RowData::Search(s) if inside(s.time_us) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let opens: Vec<&OpenRow> = events
+            .iter()
+            .filter_map(|e| match e {
+                RowData::Open(o) if inside(o.time_us) => Some(o),
+                _ => None,
+            })
+            .collect();
+        for entry in top["queries"].as_array().unwrap() {
+            let q = entry["query"].as_str().unwrap();
+            let mine: Vec<&&SearchRow> = searches.iter().filter(|s| s.query.as_deref() == Some(q)).collect();
+            let clicks = opens.iter().filter(|o| mine.iter().any(|s| s.search_id == o.search_id)).count();
+            assert_eq!(entry["count"], mine.len(), "{backend:?} {q}");
+            let rate = entry["click_through_rate"].as_f64().unwrap();
+            assert!(
+                (rate - clicks as f64 / mine.len() as f64).abs() < 1e-6,
+                "{backend:?} {q}: {rate} vs {clicks}"
+            );
+        }
+        // Active users over the usage route's own (minute-aligned) range.
+        let usage = &after[7].1;
+        assert_eq!(usage["range"], top["range"], "same range");
+        let users: std::collections::BTreeSet<&str> = searches
+            .iter()
+            .map(|s| s.user_id.as_str())
+            .chain(opens.iter().map(|o| o.user_id.as_str()))
+            .collect();
+        assert_eq!(usage["active_users"], users.len(), "{backend:?}");
+
+        plugin.shared().storage.close().await;
+        let _ = tokio::task::spawn_blocking(move || drop(plugin)).await;
     }
 }

@@ -24,7 +24,23 @@ fn now_us() -> i64 {
 
 /// A fresh database for one test (see `common::fresh`).
 async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
-    let reset = ["search_events", "index_events", "open_events", "project_snapshots", "ingest_progress"];
+    let reset = [
+        "search_events",
+        "index_events",
+        "open_events",
+        "project_snapshots",
+        "ingest_progress",
+        "rollup_dirty",
+        "user_rollup_1h",
+        "user_rollup_1d",
+        "query_rollup_1h",
+        "query_rollup_1d",
+        "file_rollup_1h",
+        "file_rollup_1d",
+        "click_pairs",
+        "search_keys",
+        "open_keys",
+    ];
     common::fresh(backend, "storage", name, &reset).await
 }
 
@@ -271,6 +287,13 @@ async fn retention_is_applied(backend: Backend) {
         store.write("inst", &RowBatch::from_rows(1, vec![row])).await.unwrap();
         assert_eq!(store.last_seq("inst", 1).await.unwrap(), i as i64 + 1);
     }
+    // A maintenance run 5 days ago rolled all three up.
+    store.maintain(now - 5 * DAY).await.unwrap();
+    assert_eq!(
+        count(&*store, "SELECT CAST(sum(searches) AS BIGINT) FROM user_rollup_1d").await,
+        3,
+        "{backend:?}"
+    );
     if backend == Backend::Timescaledb {
         // No background workers on the test server: run the policies' jobs.
         let jobs = store
@@ -287,14 +310,23 @@ async fn retention_is_applied(backend: Backend) {
         )
         .await;
         assert_eq!(compressed, 1, "the 4-day-old chunk is compressed");
-    } else {
-        store.maintain(now).await.unwrap();
     }
+    // Rolls the usage rollups up (and on SQLite and PostgreSQL applies raw
+    // retention): they are cut with raw events, at the start of the day
+    // `raw_days` (7) ago.
+    store.maintain(now).await.unwrap();
     assert_eq!(
         count(&*store, "SELECT count(*) FROM search_events").await,
         2,
         "{backend:?}: the 10-day-old row is gone"
     );
+    for table in ["user_rollup_1h", "user_rollup_1d", "query_rollup_1h", "query_rollup_1d"] {
+        assert_eq!(
+            count(&*store, &format!("SELECT CAST(sum(searches) AS BIGINT) FROM {table}")).await,
+            2,
+            "{backend:?}: {table} holds the two searches raw retention kept"
+        );
+    }
     store.close().await;
 }
 

@@ -11,6 +11,7 @@ use serde_json::{Value as Json, json};
 use super::{
     error::ApiError,
     params::Range,
+    split::{self, Split},
     sql::{Source, Sql},
 };
 use crate::{
@@ -33,7 +34,8 @@ pub struct Dataset {
     pub rows: Vec<Vec<Json>>,
 }
 
-const DAY: i64 = 86_400_000_000;
+const HOUR: i64 = 3_600_000_000;
+const DAY: i64 = 24 * HOUR;
 
 fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
@@ -66,6 +68,54 @@ impl Ctx<'_> {
 
     async fn rows(&self, sql: &str, binds: &[Value]) -> Result<Vec<Vec<Value>>, ApiError> {
         self.store.query(sql, binds).await.map_err(|e| ApiError::from_storage(&e))
+    }
+
+    /// ` AND col = p` for the project filter (binding it), or nothing.
+    fn project_cond(&self, col: &str, binds: &mut Vec<Value>) -> String {
+        match &self.project {
+            Some(project) => {
+                binds.push(Value::Text(project.clone()));
+                format!(" AND {col} = {}", self.sql.p(binds.len()))
+            }
+            None => String::new(),
+        }
+    }
+
+    /// The ranges written since the last rollup run that overlap the range.
+    async fn dirty(&self) -> Result<Vec<(i64, i64)>, ApiError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {}, {} FROM rollup_dirty WHERE to_time >= {} AND from_time < {}",
+                    self.sql.us("from_time"),
+                    self.sql.us("to_time"),
+                    self.sql.time(1),
+                    self.sql.time(2)
+                ),
+                &[Value::Int(self.range.from_us), Value::Int(self.range.to_us)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r[0].as_i64(), r[1].as_i64())).collect())
+    }
+
+    fn split_with(&self, dirty: &[(i64, i64)], hours: bool, days: bool) -> Split {
+        Split::new(self.range.from_us, self.range.to_us, dirty, hours, days)
+    }
+
+    /// The range split between the usage rollups and raw events.
+    async fn split(&self, hours: bool, days: bool) -> Result<Split, ApiError> {
+        Ok(self.split_with(&self.dirty().await?, hours, days))
+    }
+
+    /// The range, with as source the coarsest rollup a split reads.
+    fn split_json(&self, split: &Split) -> Json {
+        self.range_json(if !split.days.is_empty() {
+            Source::Day
+        } else if !split.hours.is_empty() {
+            Source::Hour
+        } else {
+            Source::Raw
+        })
     }
 
     fn range_json(&self, source: Source) -> Json {
@@ -516,39 +566,161 @@ pub async fn index_performance(ctx: &Ctx<'_>) -> Result<Dataset, ApiError> {
 /// `top-queries`: the most frequent queries with latency, results,
 /// zero-result rate and click-through (opens from their searches over
 /// searches); `zero_results` keeps only searches that found nothing.
+///
+/// Whole clean hours and days come from `query_rollup_*`, the rest of the
+/// range from raw events ([`super::split`]). An open counts when it and its
+/// search both lie in the range: pairs within one rolled-up hour and
+/// project are in the rollup, other pairs of rolled-up times are
+/// `click_pairs` rows, and pairs with a side in a raw part are joined from
+/// raw events.
 pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<Dataset, ApiError> {
     let sql = ctx.sql;
-    let (filter, mut binds) = ctx.filter("s.time");
-    let (open_filter, _) = ctx.filter("o.time");
+    let split = ctx.split(true, true).await?;
+    let time = |n: usize| sql.time(n);
     let zero = if zero_only { " AND s.status = 'ok' AND s.result_count = 0" } else { "" };
-    let limit_param = sql.p(binds.len() + 1);
-    binds.push(Value::Int(limit));
-    let open_filter = open_filter.replace("project =", "o.project =");
-    let rows = ctx
-        .rows(
-            &format!(
-                "SELECT s.query, CAST(count(*) AS BIGINT), CAST(avg(s.latency_ms) AS DOUBLE PRECISION), \
-                 CAST(avg(s.result_count) AS DOUBLE PRECISION), \
-                 CAST(sum(CASE WHEN s.status = 'ok' AND s.result_count = 0 THEN 1 ELSE 0 END) AS BIGINT), \
-                 CAST(sum(COALESCE(o.opens, 0)) AS BIGINT) \
-                 FROM search_events s LEFT JOIN (SELECT search_id, count(*) AS opens FROM open_events o \
-                 WHERE {open_filter} GROUP BY search_id) o ON o.search_id = s.search_id \
-                 WHERE {}{zero} AND s.query IS NOT NULL \
-                 GROUP BY s.query ORDER BY 2 DESC, 1 LIMIT {limit_param}",
-                filter.replace("project =", "s.project =")
-            ),
-            &binds,
-        )
-        .await?;
+    // (count, latency sum, results sum, zero-result searches, opens) per query.
+    type Sums = (i64, f64, i64, i64, i64);
+    let mut per_query: BTreeMap<String, Sums> = BTreeMap::new();
+    let mut add = |rows: Vec<Vec<Value>>, clicks_only: bool| {
+        for row in rows {
+            let Some(query) = row[0].as_str() else { continue };
+            let e = per_query.entry(query.to_owned()).or_default();
+            if clicks_only {
+                e.4 += row[1].as_i64();
+            } else {
+                e.0 += row[1].as_i64();
+                e.1 += row[2].as_f64().unwrap_or(0.0);
+                e.2 += row[3].as_i64();
+                e.3 += row[4].as_i64();
+                e.4 += row[5].as_i64();
+            }
+        }
+    };
+    if !split.raw.is_empty() {
+        let mut binds = Vec::new();
+        let raw = split::within("s.time", &split.raw, &mut binds, time);
+        let project = ctx.project_cond("s.project", &mut binds);
+        add(
+            ctx.rows(
+                &format!(
+                    "SELECT s.query, CAST(count(*) AS BIGINT), CAST(sum(s.latency_ms) AS DOUBLE PRECISION), \
+                     CAST(sum(s.result_count) AS BIGINT), \
+                     CAST(sum(CASE WHEN s.status = 'ok' AND s.result_count = 0 THEN 1 ELSE 0 END) AS BIGINT), \
+                     CAST(0 AS BIGINT) FROM search_events s WHERE {raw}{project}{zero} AND s.query IS NOT NULL GROUP BY 1"
+                ),
+                &binds,
+            )
+            .await?,
+            false,
+        );
+        // Pairs with a side in a raw part: both there (raw events), the
+        // search there and the open rolled up (open_keys), the open there
+        // and the search rolled up (search_keys). Each from the raw side,
+        // then by search_id (CROSS JOIN fixes that order on SQLite).
+        let covered = split.covered();
+        let mut binds = Vec::new();
+        let s_raw = split::within("s.time", &split.raw, &mut binds, time);
+        let o_raw = split::within("time", &split.raw, &mut binds, time);
+        let sp = ctx.project_cond("s.project", &mut binds);
+        let op = ctx.project_cond("project", &mut binds);
+        add(
+            ctx.rows(
+                &format!(
+                    "SELECT s.query, CAST(sum(o.n) AS BIGINT) FROM search_events s JOIN \
+                     (SELECT search_id, count(*) AS n FROM open_events WHERE {o_raw}{op} GROUP BY 1) o \
+                     ON o.search_id = s.search_id WHERE {s_raw}{sp}{zero} AND s.query IS NOT NULL GROUP BY 1"
+                ),
+                &binds,
+            )
+            .await?,
+            true,
+        );
+        if !covered.is_empty() {
+            let mut binds = Vec::new();
+            let s_raw = split::within("s.time", &split.raw, &mut binds, time);
+            let o_cov = split::within("o.time", &covered, &mut binds, time);
+            let sp = ctx.project_cond("s.project", &mut binds);
+            let op = ctx.project_cond("o.project", &mut binds);
+            add(
+                ctx.rows(
+                    &format!(
+                        "SELECT s.query, CAST(count(*) AS BIGINT) FROM search_events s CROSS JOIN open_keys o \
+                         WHERE o.search_id = s.search_id AND {s_raw} AND {o_cov}{sp}{op}{zero} \
+                         AND s.query IS NOT NULL GROUP BY 1"
+                    ),
+                    &binds,
+                )
+                .await?,
+                true,
+            );
+            let mut binds = Vec::new();
+            let o_raw = split::within("o.time", &split.raw, &mut binds, time);
+            let s_cov = split::within("s.time", &covered, &mut binds, time);
+            let sp = ctx.project_cond("s.project", &mut binds);
+            let op = ctx.project_cond("o.project", &mut binds);
+            let zero = if zero_only { " AND s.zero_result = 1" } else { "" };
+            add(
+                ctx.rows(
+                    &format!(
+                        "SELECT s.query, CAST(count(*) AS BIGINT) FROM open_events o CROSS JOIN search_keys s \
+                         WHERE s.search_id = o.search_id AND {o_raw} AND {s_cov}{sp}{op}{zero} GROUP BY 1"
+                    ),
+                    &binds,
+                )
+                .await?,
+                true,
+            );
+        }
+    }
+    let measures = if zero_only {
+        "CAST(sum(zero_results) AS BIGINT), CAST(sum(zero_latency_ms_sum) AS DOUBLE PRECISION), CAST(0 AS BIGINT), \
+         CAST(sum(zero_results) AS BIGINT), CAST(sum(zero_opens) AS BIGINT)"
+    } else {
+        "CAST(sum(searches) AS BIGINT), CAST(sum(latency_ms_sum) AS DOUBLE PRECISION), CAST(sum(results_sum) AS BIGINT), \
+         CAST(sum(zero_results) AS BIGINT), CAST(sum(opens) AS BIGINT)"
+    };
+    for (table, parts) in [("query_rollup_1h", &split.hours), ("query_rollup_1d", &split.days)] {
+        if parts.is_empty() {
+            continue;
+        }
+        let mut binds = Vec::new();
+        let cond = split::within("bucket", parts, &mut binds, time);
+        let project = ctx.project_cond("project", &mut binds);
+        let rows = ctx
+            .rows(&format!("SELECT query, {measures} FROM {table} WHERE {cond}{project} GROUP BY 1"), &binds)
+            .await?;
+        add(rows, false);
+    }
+    let covered = split.covered();
+    if !covered.is_empty() {
+        let mut binds = Vec::new();
+        let s_in = split::within("search_time", &covered, &mut binds, time);
+        let o_in = split::within("open_time", &covered, &mut binds, time);
+        let sp = ctx.project_cond("search_project", &mut binds);
+        let op = ctx.project_cond("open_project", &mut binds);
+        let zero = if zero_only { " AND zero_result = 1" } else { "" };
+        add(
+            ctx.rows(
+                &format!(
+                    "SELECT query, CAST(count(*) AS BIGINT) FROM click_pairs WHERE {s_in} AND {o_in}{sp}{op}{zero} GROUP BY 1"
+                ),
+                &binds,
+            )
+            .await?,
+            true,
+        );
+    }
+    let mut ranked: Vec<(String, Sums)> = per_query.into_iter().filter(|(_, e)| e.0 > 0).collect();
+    ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(limit.max(0) as usize);
     let mut queries = Vec::new();
     let mut export = Vec::new();
-    for row in rows {
-        let (count, zeros, opens) = (row[1].as_i64(), row[4].as_i64(), row[5].as_i64());
+    for (query, (count, latency_sum, results_sum, zeros, opens)) in ranked {
         let values = vec![
-            row[0].as_str().map_or(Json::Null, |q| json!(q)),
+            json!(query),
             json!(count),
-            json!(row[2].as_f64().map(|v| round(v, 3))),
-            json!(row[3].as_f64().map(|v| round(v, 4))),
+            json!(round(latency_sum / count as f64, 3)),
+            json!(round(results_sum as f64 / count as f64, 4)),
             ratio(zeros, count),
             ratio(opens, count),
         ];
@@ -560,7 +732,7 @@ pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<D
     }
     Ok(Dataset {
         document: json!({
-            "range": ctx.range_json(Source::Raw),
+            "range": ctx.split_json(&split),
             "project": ctx.project,
             "zero_results": zero_only,
             "limit": limit,
@@ -581,81 +753,144 @@ pub async fn top_queries(ctx: &Ctx<'_>, limit: i64, zero_only: bool) -> Result<D
 /// `usage`: active users over the range and per bucket, the
 /// queries-per-user distribution, top users (as stored: hashed when privacy
 /// says so), top files returned and opened, and an hour-of-week heatmap.
+///
+/// Whole clean hours and days come from `user_rollup_*` and `file_rollup_*`
+/// (the heatmap from `search_rollup_1h`), the rest from raw events
+/// ([`super::split`]); distinct users are counted over the union of the
+/// parts' (bucket, user) pairs, never summed.
 pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
     let sql = ctx.sql;
-    let (filter, binds) = ctx.filter("time");
-    let bucket = sql.bucket("time", ctx.range.step_us);
-    let active = ctx
-        .rows(
-            &format!(
-                "SELECT {bucket}, CAST(count(DISTINCT user_id) AS BIGINT) FROM \
-                 (SELECT time, user_id, project FROM search_events UNION ALL SELECT time, user_id, project FROM open_events) u \
-                 WHERE {filter} GROUP BY 1"
-            ),
-            &binds,
-        )
-        .await?;
-    let total_active = ctx
-        .rows(
-            &format!(
-                "SELECT CAST(count(DISTINCT user_id) AS BIGINT) FROM \
-                 (SELECT time, user_id, project FROM search_events UNION ALL SELECT time, user_id, project FROM open_events) u \
-                 WHERE {filter}"
-            ),
-            &binds,
-        )
-        .await?;
-    let per_user = ctx
-        .rows(
-            &format!("SELECT user_id, CAST(count(*) AS BIGINT) FROM search_events WHERE {filter} GROUP BY 1 ORDER BY 2 DESC, 1"),
-            &binds,
-        )
-        .await?;
-    let mut limited = binds.clone();
-    let lp = sql.p(limited.len() + 1);
-    limited.push(Value::Int(limit));
-    let (sfilter, _) = ctx.filter("s.time");
-    let returned = ctx
-        .rows(
-            &format!(
-                "SELECT {} AS path, CAST(count(*) AS BIGINT) FROM search_events s, {} WHERE {} \
-                 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {lp}",
-                sql.result_path_col(),
-                sql.result_paths(),
-                sfilter.replace("project =", "s.project =")
-            ),
-            &limited,
-        )
-        .await?;
-    let opened = ctx
-        .rows(
-            &format!("SELECT path, CAST(count(*) AS BIGINT) FROM open_events WHERE {filter} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {lp}"),
-            &limited,
-        )
-        .await?;
-    let source = if ctx.range.step_us % 3_600_000_000 == 0 && ctx.range.from_us % 3_600_000_000 == 0 {
-        Source::Hour
-    } else {
-        Source::Raw
+    let step = ctx.range.step_us;
+    let dirty = ctx.dirty().await?;
+    let all = ctx.split_with(&dirty, true, true);
+    let series = ctx.split_with(&dirty, step % HOUR == 0, step % DAY == 0);
+    let time = |n: usize| sql.time(n);
+    // Active users per bucket: distinct (bucket, user) pairs of each part.
+    let mut active: BTreeMap<i64, std::collections::HashSet<String>> = BTreeMap::new();
+    for (source, parts) in
+        [(Source::Raw, &series.raw), (Source::Hour, &series.hours), (Source::Day, &series.days)]
+    {
+        if parts.is_empty() {
+            continue;
+        }
+        let mut binds = Vec::new();
+        let cond = split::within(source.time_col(), parts, &mut binds, time);
+        let project = ctx.project_cond("project", &mut binds);
+        let b = sql.bucket(source.time_col(), step);
+        let text = if source == Source::Raw {
+            format!(
+                "SELECT DISTINCT {b}, user_id FROM search_events WHERE {cond}{project} \
+                 UNION SELECT DISTINCT {b}, user_id FROM open_events WHERE {cond}{project}"
+            )
+        } else {
+            format!(
+                "SELECT DISTINCT {b}, user_id FROM {} WHERE {cond}{project}",
+                source.table("user_rollup", "")
+            )
+        };
+        for row in ctx.rows(&text, &binds).await? {
+            active.entry(row[0].as_i64()).or_default().insert(row[1].as_str().unwrap_or("").to_owned());
+        }
+    }
+    // Searches per user over the range (users with opens only count as
+    // active with 0 searches).
+    let mut per_user: BTreeMap<String, i64> = BTreeMap::new();
+    // (returned, opened) per path.
+    let mut files: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (source, parts) in [(Source::Raw, &all.raw), (Source::Hour, &all.hours), (Source::Day, &all.days)] {
+        if parts.is_empty() {
+            continue;
+        }
+        let col = source.time_col();
+        let mut binds = Vec::new();
+        let cond = split::within(col, parts, &mut binds, time);
+        let project = ctx.project_cond("project", &mut binds);
+        let (user_sql, file_sql) = if source == Source::Raw {
+            let scond = split::within("s.time", parts, &mut Vec::new(), time);
+            (
+                format!(
+                    "SELECT user_id, CAST(sum(n) AS BIGINT) FROM (SELECT user_id, count(*) AS n FROM search_events \
+                     WHERE {cond}{project} GROUP BY 1 UNION ALL SELECT user_id, 0 FROM open_events WHERE {cond}{project} \
+                     GROUP BY 1) u GROUP BY 1"
+                ),
+                format!(
+                    "SELECT path, CAST(sum(r) AS BIGINT), CAST(sum(o) AS BIGINT) FROM (\
+                     SELECT {} AS path, count(*) AS r, 0 AS o FROM search_events s, {} WHERE {scond}{} GROUP BY 1 \
+                     UNION ALL SELECT path, 0, count(*) FROM open_events WHERE {cond}{project} GROUP BY 1) f GROUP BY 1",
+                    sql.result_path_col(),
+                    sql.result_paths(),
+                    project.replace("project =", "s.project ="),
+                ),
+            )
+        } else {
+            (
+                format!(
+                    "SELECT user_id, CAST(sum(searches) AS BIGINT) FROM {} WHERE {cond}{project} GROUP BY 1",
+                    source.table("user_rollup", "")
+                ),
+                format!(
+                    "SELECT path, CAST(sum(returned) AS BIGINT), CAST(sum(opened) AS BIGINT) FROM {} \
+                     WHERE {cond}{project} AND (returned > 0 OR opened > 0) GROUP BY 1",
+                    source.table("file_rollup", "")
+                ),
+            )
+        };
+        for row in ctx.rows(&user_sql, &binds).await? {
+            *per_user.entry(row[0].as_str().unwrap_or("").to_owned()).or_default() += row[1].as_i64();
+        }
+        for row in ctx.rows(&file_sql, &binds).await? {
+            let e = files.entry(row[0].as_str().unwrap_or("").to_owned()).or_default();
+            e.0 += row[1].as_i64();
+            e.1 += row[2].as_i64();
+        }
+    }
+    let total_active = per_user.len() as i64;
+    let mut per_user: Vec<(String, i64)> = per_user.into_iter().filter(|(_, n)| *n > 0).collect();
+    per_user.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let top_files = |pick: fn(&(i64, i64)) -> i64, key: &str| -> Vec<Json> {
+        let mut list: Vec<(&String, i64)> =
+            files.iter().map(|(p, c)| (p, pick(c))).filter(|(_, n)| *n > 0).collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        list.iter().take(limit.max(0) as usize).map(|(p, n)| json!({"path": p, key: n})).collect()
     };
-    let (dow, hour) = sql.dow_hour(source.time_col());
-    let (hfilter, hbinds) = ctx.filter(source.time_col());
-    let count = if source == Source::Raw { "count(*)" } else { "sum(searches)" };
-    let heat = ctx
-        .rows(
-            &format!(
-                "SELECT {dow}, {hour}, CAST({count} AS BIGINT) FROM {} WHERE {hfilter} GROUP BY 1, 2",
-                source.table("search_rollup", "search_events")
-            ),
-            &hbinds,
-        )
-        .await?;
+    // The heatmap needs hours: whole clean hours (days included) from
+    // search_rollup_1h, the rest from raw events.
+    let heat_split = ctx.split_with(&dirty, true, false);
+    let mut heatmap = vec![vec![0i64; 24]; 7];
+    for (source, parts) in [(Source::Raw, &heat_split.raw), (Source::Hour, &heat_split.hours)] {
+        if parts.is_empty() {
+            continue;
+        }
+        let col = source.time_col();
+        let (dow, hour) = sql.dow_hour(col);
+        let mut binds = Vec::new();
+        let cond = split::within(col, parts, &mut binds, time);
+        let project = ctx.project_cond("project", &mut binds);
+        let count = if source == Source::Raw { "count(*)" } else { "sum(searches)" };
+        // TimescaleDB's search_rollup_1h is a continuous aggregate, which
+        // late events reach only at its next refresh: there, the plugin's
+        // own user_rollup_1h (rolled up with rollup_dirty like the rest).
+        let rollup =
+            if sql.backend == crate::storage::Backend::Timescaledb { "user_rollup" } else { "search_rollup" };
+        let heat = ctx
+            .rows(
+                &format!(
+                    "SELECT {dow}, {hour}, CAST({count} AS BIGINT) FROM {} WHERE {cond}{project} GROUP BY 1, 2",
+                    source.table(rollup, "search_events")
+                ),
+                &binds,
+            )
+            .await?;
+        for row in heat {
+            let (d, h) = (row[0].as_i64().rem_euclid(7) as usize, row[1].as_i64().rem_euclid(24) as usize);
+            heatmap[d][h] += row[2].as_i64();
+        }
+    }
 
-    let active: BTreeMap<i64, i64> = active.iter().map(|r| (r[0].as_i64(), r[1].as_i64())).collect();
     let mut buckets = Vec::new();
     let mut export = Vec::new();
     for start in ctx.range.buckets() {
-        let n = active.get(&start).copied().unwrap_or(0);
+        let n = active.get(&start).map_or(0, |s| s.len() as i64);
         let time = format_rfc3339(start);
         export.push(vec![json!(time), json!(n)]);
         buckets.push(json!({"time": time, "active_users": n}));
@@ -663,9 +898,8 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
     // Queries per user: how many users made 1, 2-5, 6-10, ... searches.
     let bounds = [1, 5, 10, 25, 50, 100, 250, 500, 1000];
     let mut distribution: Vec<i64> = vec![0; bounds.len() + 1];
-    for row in &per_user {
-        let n = row[1].as_i64();
-        let i = bounds.iter().position(|b| n <= *b).unwrap_or(bounds.len());
+    for (_, n) in &per_user {
+        let i = bounds.iter().position(|b| *n <= *b).unwrap_or(bounds.len());
         distribution[i] += 1;
     }
     let distribution: Vec<Json> = distribution
@@ -679,27 +913,19 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
         .collect();
     let top_users: Vec<Json> = per_user
         .iter()
-        .take(limit as usize)
-        .map(|r| json!({"user": r[0].as_str(), "queries": r[1].as_i64()}))
+        .take(limit.max(0) as usize)
+        .map(|(user, n)| json!({"user": user, "queries": n}))
         .collect();
-    let files = |rows: &[Vec<Value>], key: &str| -> Vec<Json> {
-        rows.iter().map(|r| json!({"path": r[0].as_str(), key: r[1].as_i64()})).collect()
-    };
-    let mut heatmap = vec![vec![0i64; 24]; 7];
-    for row in heat {
-        let (d, h) = (row[0].as_i64().rem_euclid(7) as usize, row[1].as_i64().rem_euclid(24) as usize);
-        heatmap[d][h] += row[2].as_i64();
-    }
     Ok(Dataset {
         document: json!({
-            "range": ctx.range_json(Source::Raw),
+            "range": ctx.split_json(&all),
             "project": ctx.project,
-            "active_users": total_active.first().map_or(0, |r| r[0].as_i64()),
+            "active_users": total_active,
             "buckets": buckets,
             "queries_per_user": distribution,
             "top_users": top_users,
-            "top_returned_files": files(&returned, "returned"),
-            "top_opened_files": files(&opened, "opens"),
+            "top_returned_files": top_files(|c| c.0, "returned"),
+            "top_opened_files": top_files(|c| c.1, "opens"),
             "heatmap": {"rows": "day of week, 0 = Sunday (UTC)", "columns": "hour of day (UTC)", "searches": heatmap},
         }),
         columns: vec!["time", "active_users"],
@@ -715,8 +941,6 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
 pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) -> Result<Dataset, ApiError> {
     let sql = ctx.sql;
     let (filter, binds) = ctx.filter("time");
-    let (sfilter, _) = ctx.filter("s.time");
-    let sfilter = sfilter.replace("project =", "s.project =");
     // Latest snapshot per project in the range.
     let snapshots = ctx
         .rows(
@@ -728,35 +952,79 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
             &binds,
         )
         .await?;
-    // Accesses per indexed file (returned in results or opened), with when
-    // the file was first indexed and first reached in the range.
-    let reached = format!(
-        "SELECT s.project AS project, {} AS path, {} AS t FROM search_events s, {} WHERE {sfilter} \
-         UNION ALL SELECT project, path, {} AS t FROM open_events WHERE {filter}",
-        sql.result_path_col(),
-        sql.us("s.time"),
-        sql.result_paths(),
-        sql.us("time"),
-    );
-    let accesses = ctx
-        .rows(
-            &format!(
-                "SELECT i.project, i.path, CAST(COALESCE(a.n, 0) AS BIGINT), CAST(i.first AS BIGINT), CAST(a.first AS BIGINT) FROM \
-                 (SELECT project, path, min({}) AS first FROM index_events WHERE {filter} AND outcome = 'indexed' GROUP BY project, path) i \
-                 LEFT JOIN (SELECT project, path, count(*) AS n, min(t) AS first FROM ({reached}) x GROUP BY project, path) a \
-                 ON a.project = i.project AND a.path = i.path ORDER BY 1, 2",
-                sql.us("time")
-            ),
-            &binds,
-        )
-        .await?;
-    // Accesses per file and day, for the hot-spot trend.
-    let daily = ctx
-        .rows(
-            &format!("SELECT project, path, ((t / {DAY}) * {DAY}), CAST(count(*) AS BIGINT) FROM ({reached}) x GROUP BY 1, 2, 3"),
-            &binds,
-        )
-        .await?;
+    // Per file and day: accesses (returned in results or opened), whether
+    // and when it was first indexed and first reached. Whole clean days and
+    // hours from file_rollup_*, the rest from raw events.
+    let split = ctx.split(true, true).await?;
+    let time = |n: usize| sql.time(n);
+    // (project, path) → (indexed events, first indexed, accesses, first reached)
+    type FileSums = (i64, Option<i64>, i64, Option<i64>);
+    let mut per_file: BTreeMap<(String, String), FileSums> = BTreeMap::new();
+    let mut per_day: BTreeMap<(String, i64), BTreeMap<String, i64>> = BTreeMap::new();
+    let min = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    for (source, parts) in
+        [(Source::Raw, &split.raw), (Source::Hour, &split.hours), (Source::Day, &split.days)]
+    {
+        if parts.is_empty() {
+            continue;
+        }
+        let col = source.time_col();
+        let mut binds = Vec::new();
+        let cond = split::within(col, parts, &mut binds, time);
+        let project = ctx.project_cond("project", &mut binds);
+        let text = if source == Source::Raw {
+            let scond = split::within("s.time", parts, &mut Vec::new(), time);
+            format!(
+                "SELECT project, path, d, CAST(sum(ix) AS BIGINT), CAST(min(fi) AS BIGINT), CAST(sum(a) AS BIGINT), \
+                 CAST(min(fr) AS BIGINT) FROM (\
+                 SELECT s.project AS project, {path} AS path, {sday} AS d, 0 AS ix, {null} AS fi, count(*) AS a, \
+                 min({sus}) AS fr FROM search_events s, {paths} WHERE {scond}{sproject} GROUP BY 1, 2, 3 \
+                 UNION ALL SELECT project, path, {day}, 0, {null}, count(*), min({us}) FROM open_events \
+                 WHERE {cond}{project} GROUP BY 1, 2, 3 \
+                 UNION ALL SELECT project, path, {day}, count(*), min({us}), 0, {null} FROM index_events \
+                 WHERE {cond}{project} AND outcome = 'indexed' GROUP BY 1, 2, 3) f GROUP BY 1, 2, 3",
+                path = sql.result_path_col(),
+                sday = sql.bucket("s.time", DAY),
+                sus = sql.us("s.time"),
+                null = "CAST(NULL AS BIGINT)",
+                paths = sql.result_paths(),
+                sproject = project.replace("project =", "s.project ="),
+                day = sql.bucket("time", DAY),
+                us = sql.us("time"),
+            )
+        } else {
+            format!(
+                "SELECT project, path, {}, CAST(sum(indexed) AS BIGINT), {}, CAST(sum(returned + opened) AS BIGINT), {} \
+                 FROM {} WHERE {cond}{project} GROUP BY 1, 2, 3",
+                sql.bucket("bucket", DAY),
+                sql.us("min(first_indexed)"),
+                sql.us("min(first_reached)"),
+                source.table("file_rollup", ""),
+            )
+        };
+        for row in ctx.rows(&text, &binds).await? {
+            let (project, path) =
+                (row[0].as_str().unwrap_or("").to_owned(), row[1].as_str().unwrap_or("").to_owned());
+            let first_indexed = (row[4] != Value::Null).then(|| row[4].as_i64());
+            let first_reached = (row[6] != Value::Null).then(|| row[6].as_i64());
+            let accesses = row[5].as_i64();
+            if accesses > 0 {
+                *per_day
+                    .entry((project.clone(), row[2].as_i64()))
+                    .or_default()
+                    .entry(path.clone())
+                    .or_default() += accesses;
+            }
+            let e = per_file.entry((project, path)).or_default();
+            e.0 += row[3].as_i64();
+            e.1 = min(e.1, first_indexed);
+            e.2 += accesses;
+            e.3 = min(e.3, first_reached);
+        }
+    }
     let (tfilter, tbinds) = ctx.filter("bucket");
     let trend = ctx
         .rows(
@@ -785,22 +1053,13 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
     let mut files: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
     // (first indexed, first reached) per project's files, for the trend.
     let mut firsts: BTreeMap<String, Vec<(i64, Option<i64>)>> = BTreeMap::new();
-    for row in accesses {
-        let project = row[0].as_str().unwrap_or("").to_owned();
-        files
-            .entry(project.clone())
-            .or_default()
-            .push((row[1].as_str().unwrap_or("").to_owned(), row[2].as_i64()));
-        let first_reached = (row[4] != Value::Null).then(|| row[4].as_i64());
-        firsts.entry(project).or_default().push((row[3].as_i64(), first_reached));
+    for ((project, path), (indexed, first_indexed, accesses, first_reached)) in per_file {
+        let Some(first_indexed) = first_indexed.filter(|_| indexed > 0) else { continue };
+        files.entry(project.clone()).or_default().push((path, accesses));
+        firsts.entry(project).or_default().push((first_indexed, first_reached));
     }
-    let mut per_day: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
-    for row in daily {
-        per_day
-            .entry((row[0].as_str().unwrap_or("").to_owned(), row[2].as_i64()))
-            .or_default()
-            .push(row[3].as_i64());
-    }
+    let per_day: BTreeMap<(String, i64), Vec<i64>> =
+        per_day.into_iter().map(|(k, counts)| (k, counts.into_values().collect())).collect();
     let mut export = Vec::new();
     for (project, list) in &files {
         let indexed = list.len() as i64;
@@ -899,7 +1158,7 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
         .collect();
     Ok(Dataset {
         document: json!({
-            "range": ctx.range_json(Source::Raw),
+            "range": ctx.split_json(&split),
             "project": ctx.project,
             "projects": list,
         }),

@@ -10,7 +10,7 @@
 //! snapshot's compute time), and a heartbeat at least every `interval`
 //! seconds, until `duration` seconds have passed (the page then
 //! reconnects, which also re-checks its token). What answers within 250 ms
-//! goes first; the slow raw-event sources follow in a second event (and
+//! goes first; the heavier usage-rollup sources follow in a second event (and
 //! over hour-bucket ranges are shared between snapshots for a minute). Any other `Accept` gets one snapshot as JSON: the
 //! page's polling fallback, and what an API fuzzer sees (it never waits on
 //! an endless body). The stream ends as soon as the client is gone (the
@@ -162,7 +162,9 @@ fn instance(shared: &Shared, project: Option<&str>) -> Value {
 /// per second, and allows a pass while it holds under 60 s (so a first
 /// catch-up pass of a few seconds is allowed once). At event rates where
 /// passes get long, freshness degrades instead of the database.
-/// TimescaleDB's continuous aggregates are real-time already: nothing to do.
+/// TimescaleDB's continuous aggregates are real-time already, and the usage
+/// rollups' hours not yet rolled up are read from raw events (on every
+/// backend): nothing to do there.
 async fn refresh_rollups(shared: &Arc<Shared>) {
     const MIN_GAP_US: i64 = 2_000_000;
     const BURST_US: i64 = 60_000_000;
@@ -199,9 +201,10 @@ async fn refresh_rollups(shared: &Arc<Shared>) {
     let _ = pass.await;
 }
 
-/// Sources that read raw events over the whole range (top lists, distinct
-/// users, files reached): seconds over 30 days of a busy server, where the
-/// others take milliseconds. Over ranges with buckets of an hour or more
+/// Sources of top lists, distinct users and files reached (usage rollups
+/// plus the range's raw remainder): a few hundred milliseconds over 30 days
+/// of a busy server (seconds before the usage rollups), where the others
+/// take tens. Over ranges with buckets of an hour or more
 /// their answers are shared between snapshots (and pages) for
 /// [`HEAVY_TTL`]; a stream sends the quick sources first.
 const HEAVY: [&str; 4] = ["usage", "top_queries", "zero_queries", "code_health"];
@@ -552,7 +555,7 @@ pub fn openapi() -> Value {
             `partial`, when nothing new was written and the last full one is under 30 s old); an `end` event \
             after `duration` seconds. A stream sends the sources that answer within 250 ms first and the rest \
             (`pending`) in a second event of the same seq; over ranges with buckets of an hour or more, the \
-            raw-event sources (usage, top-queries, code-health) are shared between snapshots for 60 s. \
+            heavier sources (usage, top-queries, code-health) are shared between snapshots for 60 s. \
             Any other Accept: one snapshot as JSON, complete.",
         "parameters": params,
         "security": [{"bearer": []}, {}],

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod page;
 pub mod params;
 pub mod routes;
+pub mod split;
 pub mod sql;
 
 use std::sync::Arc;

@@ -24,6 +24,7 @@ pub const SQLITE: &[Migration] = &[
     migration!(2, "rollups", "sqlite/0002_rollups.sql"),
     migration!(3, "histograms", "sqlite/0003_histograms.sql"),
     migration!(4, "alerting", "sqlite/0004_alerting.sql"),
+    migration!(5, "usage rollups", "sqlite/0005_usage_rollups.sql"),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -31,14 +32,17 @@ pub const POSTGRES: &[Migration] = &[
     migration!(2, "rollups", "postgres/0002_rollups.sql"),
     migration!(3, "histograms", "postgres/0003_histograms.sql"),
     migration!(4, "alerting", "postgres/0004_alerting.sql"),
+    migration!(5, "usage rollups", "postgres/0005_usage_rollups.sql"),
 ];
 
 /// TimescaleDB shares the raw tables with PostgreSQL; its rollups are
-/// continuous aggregates.
+/// continuous aggregates, except the usage rollups (plain tables the plugin
+/// maintains, as on PostgreSQL).
 pub const TIMESCALE: &[Migration] = &[
     migration!(1, "events", "postgres/0001_events.sql"),
     migration!(2, "timescale", "timescale/0002_timescale.sql"),
     migration!(4, "alerting", "postgres/0004_alerting.sql"),
+    migration!(5, "usage rollups", "postgres/0005_usage_rollups.sql"),
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating.

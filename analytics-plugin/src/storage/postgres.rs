@@ -33,6 +33,8 @@ const DIALECT: Dialect = Dialect {
         "(TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')",
     ),
     join: "string_agg",
+    result_paths: ("unnest(s.top_results) AS r(path)", "r.path"),
+    null_time: "CAST(NULL AS timestamptz)",
 };
 
 pub struct PgStorage {
@@ -315,27 +317,25 @@ impl Storage for PgStorage {
         .bind(batch.last_seq)
         .execute(&mut *tx)
         .await?;
-        if !self.is_timescale() {
-            sqlx::query(
-                "INSERT INTO rollup_dirty (from_time, to_time) VALUES \
-                 (TIMESTAMPTZ 'epoch' + $1::bigint * INTERVAL '1 microsecond', \
-                  TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')",
-            )
-            .bind(batch.min_time_us)
-            .bind(batch.max_time_us)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // On TimescaleDB too: the usage rollups are the plugin's own there.
+        sqlx::query(
+            "INSERT INTO rollup_dirty (from_time, to_time) VALUES \
+             (TIMESTAMPTZ 'epoch' + $1::bigint * INTERVAL '1 microsecond', \
+              TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')",
+        )
+        .bind(batch.min_time_us)
+        .bind(batch.max_time_us)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn maintain(&self, now_us: i64) -> Result<MaintenanceReport, StorageError> {
-        if self.is_timescale() {
-            // Continuous aggregates, retention and compression are
-            // TimescaleDB jobs.
-            return Ok(MaintenanceReport { ran: true, ..Default::default() });
-        }
+        // On TimescaleDB the other rollups are continuous aggregates, and
+        // retention and compression are its jobs: only the usage rollups
+        // are the plugin's.
+        let usage_only = self.is_timescale();
         let mut report = MaintenanceReport::default();
         let mut tx = self.pool.begin().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -352,7 +352,8 @@ impl Storage for PgStorage {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let (ranges, steps) = rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES);
+        let (ranges, steps) =
+            rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES, usage_only);
         report.rollup_ranges = ranges;
         for step in steps {
             let binds = step.binds.into_iter().map(super::Value::Int).collect();

@@ -6,6 +6,11 @@
 //! the last run (`rollup_dirty`): minutes from raw events, hours from
 //! minutes, days from hours. Recomputing is a delete and an insert of whole
 //! buckets, so running twice, or after late events, gives the same result.
+//!
+//! The usage rollups (per user, query and file: hours from raw events, days
+//! from hours, with the click pairs and the key tables they are found
+//! through) are recomputed the same way on every backend, TimescaleDB too,
+//! and cut with raw events at the same whole day.
 
 /// One rollup family (`<name>_1m`, `_1h`, `_1d`).
 pub struct Rollup {
@@ -101,6 +106,143 @@ pub struct Dialect {
     pub params: (&'static str, &'static str),
     /// The aggregate joining text values with commas.
     pub join: &'static str,
+    /// A FROM item with one row per path of `search_events s`'s
+    /// `top_results`, and its path column.
+    pub result_paths: (&'static str, &'static str),
+    /// A NULL of the time type.
+    pub null_time: &'static str,
+}
+
+/// The tables of the usage rollups (`sql/*/0005_usage_rollups.sql`): kept
+/// per hour and day on every backend and retained like raw events.
+pub const USAGE_ROLLUPS: [&str; 3] = ["user_rollup", "query_rollup", "file_rollup"];
+
+/// Statements recomputing the usage rollups' hours in [start, end) (whole
+/// hours) from raw events, and the click pairs touching them: deletes, then
+/// inserts; all take the range as their two parameters.
+pub fn usage_hour_steps(dialect: &Dialect) -> Vec<String> {
+    const HOUR: i64 = 3_600_000_000;
+    let (start, end) = dialect.params;
+    let b = |col: &str| (dialect.bucket)(col, HOUR);
+    let within = |col: &str| format!("{col} >= {start} AND {col} < {end}");
+    let zero = "s.status = 'ok' AND s.result_count = 0";
+    let (paths, path_col) = dialect.result_paths;
+    let null = dialect.null_time;
+    let mut steps: Vec<String> = USAGE_ROLLUPS
+        .iter()
+        .map(|name| format!("DELETE FROM {name}_1h WHERE {}", within("bucket")))
+        .collect();
+    steps.push(format!(
+        "INSERT INTO user_rollup_1h (bucket, project, user_id, searches, opens) \
+         SELECT b, project, user_id, sum(s), sum(o) FROM (\
+         SELECT {} AS b, project, user_id, count(*) AS s, 0 AS o FROM search_events WHERE {} GROUP BY 1, 2, 3 \
+         UNION ALL SELECT {}, project, user_id, 0, count(*) FROM open_events WHERE {} GROUP BY 1, 2, 3\
+         ) u GROUP BY 1, 2, 3",
+        b("time"),
+        within("time"),
+        b("time"),
+        within("time"),
+    ));
+    // Opens count for their search's query when they fall in the same hour
+    // and project; every other pair is a click_pairs row.
+    steps.push(format!(
+        "INSERT INTO query_rollup_1h (bucket, project, query, searches, latency_ms_sum, results_sum, \
+         zero_results, zero_latency_ms_sum, opens, zero_opens) \
+         SELECT {sb}, s.project, s.query, count(*), sum(s.latency_ms), sum(s.result_count), \
+         sum(CASE WHEN {zero} THEN 1 ELSE 0 END), sum(CASE WHEN {zero} THEN s.latency_ms ELSE 0 END), \
+         sum(COALESCE(o.n, 0)), sum(CASE WHEN {zero} THEN COALESCE(o.n, 0) ELSE 0 END) \
+         FROM search_events s LEFT JOIN (SELECT search_id, project, {ob} AS b, count(*) AS n FROM open_events o \
+         WHERE {ow} GROUP BY 1, 2, 3) o ON o.search_id = s.search_id AND o.project = s.project AND o.b = {sb} \
+         WHERE {sw} AND s.query IS NOT NULL GROUP BY 1, 2, 3",
+        sb = b("s.time"),
+        ob = b("o.time"),
+        ow = within("o.time"),
+        sw = within("s.time"),
+    ));
+    steps.push(format!(
+        "INSERT INTO file_rollup_1h (bucket, project, path, returned, opened, indexed, first_indexed, first_reached) \
+         SELECT b, project, path, sum(r), sum(op), sum(ix), min(fi), min(fr) FROM (\
+         SELECT {sb} AS b, s.project AS project, {path_col} AS path, count(*) AS r, 0 AS op, 0 AS ix, \
+         {null} AS fi, min(s.time) AS fr FROM search_events s, {paths} WHERE {sw} GROUP BY 1, 2, 3 \
+         UNION ALL SELECT {tb}, project, path, 0, count(*), 0, {null}, min(time) FROM open_events \
+         WHERE {tw} GROUP BY 1, 2, 3 \
+         UNION ALL SELECT {tb}, project, path, 0, 0, count(*), min(time), {null} FROM index_events \
+         WHERE {tw} AND outcome = 'indexed' GROUP BY 1, 2, 3\
+         ) f GROUP BY 1, 2, 3",
+        sb = b("s.time"),
+        sw = within("s.time"),
+        tb = b("time"),
+        tw = within("time"),
+    ));
+    let apart = format!("({} <> {} OR s.project <> o.project)", b("s.time"), b("o.time"));
+    let pair = "INSERT INTO click_pairs (search_time, open_time, search_project, open_project, query, zero_result) \
+         SELECT s.time, o.time, s.project, o.project, s.query, s.zero_result";
+    steps.push(format!(
+        "DELETE FROM click_pairs WHERE ({}) OR ({})",
+        within("search_time"),
+        within("open_time")
+    ));
+    // Each from its side's time range, then by search_id (CROSS JOIN fixes
+    // that order on SQLite), over the keys every rolled-up hour left (this
+    // run's hours refreshed first, by `usage_key_steps`).
+    steps.push(format!(
+        "{pair} FROM open_keys o CROSS JOIN search_keys s WHERE s.search_id = o.search_id AND {} AND {apart}",
+        within("o.time")
+    ));
+    steps.push(format!(
+        "{pair} FROM search_keys s CROSS JOIN open_keys o \
+         WHERE o.search_id = s.search_id AND {} AND NOT ({}) AND {apart}",
+        within("s.time"),
+        within("o.time")
+    ));
+    steps
+}
+
+/// Statements copying the keys of searches (with a query) and opens in
+/// [start, end) (whole hours) into `search_keys` and `open_keys`: run for
+/// every range of a maintenance run before any click pair is computed.
+pub fn usage_key_steps(dialect: &Dialect) -> Vec<String> {
+    let (start, end) = dialect.params;
+    let within = format!("time >= {start} AND time < {end}");
+    vec![
+        format!("DELETE FROM search_keys WHERE {within}"),
+        format!("DELETE FROM open_keys WHERE {within}"),
+        format!(
+            "INSERT INTO search_keys (search_id, time, project, query, zero_result) \
+             SELECT search_id, time, project, query, CASE WHEN status = 'ok' AND result_count = 0 THEN 1 ELSE 0 END \
+             FROM search_events WHERE {within} AND query IS NOT NULL"
+        ),
+        format!(
+            "INSERT INTO open_keys (search_id, time, project) SELECT search_id, time, project FROM open_events WHERE {within}"
+        ),
+    ]
+}
+
+/// Statements recomputing the usage rollups' days in [start, end) (whole
+/// days) from their hours.
+pub fn usage_day_steps(dialect: &Dialect) -> Vec<String> {
+    const DAY: i64 = 86_400_000_000;
+    let (start, end) = dialect.params;
+    let within = format!("bucket >= {start} AND bucket < {end}");
+    let day = (dialect.bucket)("bucket", DAY);
+    let mut steps: Vec<String> =
+        USAGE_ROLLUPS.iter().map(|name| format!("DELETE FROM {name}_1d WHERE {within}")).collect();
+    steps.push(format!(
+        "INSERT INTO user_rollup_1d (bucket, project, user_id, searches, opens) \
+         SELECT {day}, project, user_id, sum(searches), sum(opens) FROM user_rollup_1h WHERE {within} GROUP BY 1, 2, 3"
+    ));
+    steps.push(format!(
+        "INSERT INTO query_rollup_1d (bucket, project, query, searches, latency_ms_sum, results_sum, \
+         zero_results, zero_latency_ms_sum, opens, zero_opens) \
+         SELECT {day}, project, query, sum(searches), sum(latency_ms_sum), sum(results_sum), sum(zero_results), \
+         sum(zero_latency_ms_sum), sum(opens), sum(zero_opens) FROM query_rollup_1h WHERE {within} GROUP BY 1, 2, 3"
+    ));
+    steps.push(format!(
+        "INSERT INTO file_rollup_1d (bucket, project, path, returned, opened, indexed, first_indexed, first_reached) \
+         SELECT {day}, project, path, sum(returned), sum(opened), sum(indexed), min(first_indexed), min(first_reached) \
+         FROM file_rollup_1h WHERE {within} GROUP BY 1, 2, 3"
+    ));
+    steps
 }
 
 /// Statements rebuilding `search_histogram_<suffix>` for buckets in the
@@ -173,16 +315,23 @@ pub struct Step {
 /// recompute the rollup buckets the dirty ranges touch (clamped to what raw
 /// retention still holds), then delete what every resolution's retention
 /// expired. Returns the number of ranges and the steps.
+///
+/// Raw events and the usage rollups are cut at the same whole day (the
+/// start of the day `raw_days` ago), so the rollups never hold an hour or
+/// day only partly backed by raw events. With `usage_only` (TimescaleDB,
+/// whose own jobs keep the other rollups and drop raw chunks) only the
+/// usage rollups are recomputed and retained.
 pub fn plan(
     dirty: Vec<(i64, i64)>,
     now_us: i64,
     retention: &super::RetentionConfig,
     dialect: &Dialect,
     raw_tables: &[&str],
+    usage_only: bool,
 ) -> (usize, Vec<Step>) {
     const DAY: i64 = 86_400_000_000;
     let horizon = |days: u32| now_us - i64::from(days) * DAY;
-    let raw_horizon = horizon(retention.raw_days);
+    let raw_horizon = horizon(retention.raw_days).div_euclid(DAY) * DAY;
     // Each write marks its own few milliseconds dirty; snapped to whole
     // minutes first, the hundreds of writes of one minute merge into one
     // range, so each minute is recomputed once per run, not once per write.
@@ -196,8 +345,25 @@ pub fn plan(
         .collect();
     let mut steps = Vec::new();
     for &(from, to) in &ranges {
+        let (start, end) = bucket_span(from, to, LEVELS[1].1);
+        for sql in usage_key_steps(dialect) {
+            steps.push(Step { sql, binds: vec![start, end], retention: false });
+        }
+    }
+    for &(from, to) in &ranges {
         for (level, (_, width)) in LEVELS.iter().enumerate() {
             let (start, end) = bucket_span(from, to, *width);
+            let usage = match level {
+                1 => usage_hour_steps(dialect),
+                2 => usage_day_steps(dialect),
+                _ => Vec::new(),
+            };
+            for sql in usage {
+                steps.push(Step { sql, binds: vec![start, end], retention: false });
+            }
+            if usage_only {
+                continue;
+            }
             for rollup in ROLLUPS {
                 let (delete, insert) = rollup.recompute(level, dialect);
                 steps.push(Step { sql: delete, binds: vec![start, end], retention: false });
@@ -209,6 +375,30 @@ pub fn plan(
         }
     }
     let before = dialect.params.0;
+    for name in USAGE_ROLLUPS {
+        for suffix in ["1h", "1d"] {
+            steps.push(Step {
+                sql: format!("DELETE FROM {name}_{suffix} WHERE bucket < {before}"),
+                binds: vec![raw_horizon],
+                retention: true,
+            });
+        }
+    }
+    steps.push(Step {
+        sql: format!("DELETE FROM click_pairs WHERE search_time < {before} OR open_time < {before}"),
+        binds: vec![raw_horizon],
+        retention: true,
+    });
+    for table in ["search_keys", "open_keys"] {
+        steps.push(Step {
+            sql: format!("DELETE FROM {table} WHERE time < {before}"),
+            binds: vec![raw_horizon],
+            retention: true,
+        });
+    }
+    if usage_only {
+        return (ranges.len(), steps);
+    }
     for table in raw_tables {
         steps.push(Step {
             sql: format!("DELETE FROM {table} WHERE time < {before}"),
@@ -261,8 +451,15 @@ mod tests {
         // 300 writes of 200 ms each, back to back, over one minute.
         let dirty: Vec<(i64, i64)> =
             (0..300).map(|i| (t0 + i * 200_000, t0 + i * 200_000 + 199_999)).collect();
-        let dialect = Dialect { bucket: |c, _| c.to_owned(), params: ("?1", "?2"), join: "group_concat" };
-        let (ranges, steps) = plan(dirty, now, &crate::storage::RetentionConfig::default(), &dialect, &[]);
+        let dialect = Dialect {
+            bucket: |c, _| c.to_owned(),
+            params: ("?1", "?2"),
+            join: "group_concat",
+            result_paths: ("json_each(s.top_results) AS r", "r.value"),
+            null_time: "NULL",
+        };
+        let (ranges, steps) =
+            plan(dirty, now, &crate::storage::RetentionConfig::default(), &dialect, &[], false);
         assert_eq!(ranges, 1);
         let minute_steps: Vec<&Step> = steps
             .iter()
@@ -277,6 +474,7 @@ mod tests {
             &Default::default(),
             &dialect,
             &[],
+            false,
         );
         assert_eq!(ranges, 2);
     }
@@ -290,8 +488,13 @@ mod tests {
 
     #[test]
     fn hourly_search_rollup_merges_minutes() {
-        let dialect =
-            Dialect { bucket: |c, w| format!("({c} / {w}) * {w}"), params: ("?", "?"), join: "group_concat" };
+        let dialect = Dialect {
+            bucket: |c, w| format!("({c} / {w}) * {w}"),
+            params: ("?", "?"),
+            join: "group_concat",
+            result_paths: ("json_each(s.top_results) AS r", "r.value"),
+            null_time: "NULL",
+        };
         let (delete, insert) = ROLLUPS[0].recompute(1, &dialect);
         assert_eq!(delete, "DELETE FROM search_rollup_1h WHERE bucket >= ? AND bucket < ?");
         assert!(insert.starts_with(

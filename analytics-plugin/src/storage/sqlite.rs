@@ -40,6 +40,8 @@ const DIALECT: Dialect = Dialect {
     bucket: |col, width| format!("({col} / {width}) * {width}"),
     params: ("?1", "?2"),
     join: "group_concat",
+    result_paths: ("json_each(s.top_results) AS r", "r.value"),
+    null_time: "CAST(NULL AS INTEGER)",
 };
 
 impl SqliteStorage {
@@ -274,7 +276,8 @@ impl Storage for SqliteStorage {
         let dirty: Vec<(i64, i64)> = sqlx::query_as("DELETE FROM rollup_dirty RETURNING from_time, to_time")
             .fetch_all(&mut *tx)
             .await?;
-        let (ranges, steps) = rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES);
+        let (ranges, steps) =
+            rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES, false);
         report.rollup_ranges = ranges;
         for step in steps {
             let binds = step.binds.into_iter().map(super::Value::Int).collect();
