@@ -14,25 +14,23 @@ use super::{
     rows::RowBatch,
 };
 
-/// Bound variables per multi-row insert statement (SQLite allows 32766).
-/// Each connection keeps the full-size statement of every table prepared,
-/// and a prepared statement's program and parameter array grow with its
-/// variables: at 30,000 they took 2-3 MB per table and connection, and the
-/// argument buffers of each chunk were megabytes more per write. About
-/// 2,000 (125 search rows) writes as fast and keeps both small.
-const MAX_VARIABLES: usize = 2_000;
-
 pub struct SqliteStorage {
     pool: SqlitePool,
-    /// One connection for the event writer alone. SQLite drops a
-    /// connection's page cache whenever another connection changed the
-    /// file, so writes taking turns over the pool started cold every time
-    /// and re-read their index pages (half the plugin's cost at 40,000
-    /// events/s, BENCHMARKS.md); it also keeps the large insert statements
-    /// prepared on one connection only.
-    writer: SqlitePool,
-    /// The database file, for the streaming reader's own connection.
+    /// The event writer's own connection, opened on first use and dropped
+    /// after a failed write. Writes run on it synchronously (rusqlite, one
+    /// cached single-row statement per table) rather than through sqlx,
+    /// whose SQLite worker thread takes every statement and its copied
+    /// arguments over a channel: at 40,000 events/s that, the statement
+    /// texts and the thread hand-overs cost more than SQLite itself
+    /// (BENCHMARKS.md). A connection of its own also keeps its page cache
+    /// warm: SQLite drops a connection's cache whenever another connection
+    /// changed the file, so writes taking turns over a pool started cold.
+    writer: parking_lot::Mutex<Option<rusqlite::Connection>>,
+    /// The database file, for the writer's and the streaming reader's own
+    /// connections.
     path: std::path::PathBuf,
+    /// How long a write may take, waits for the write lock included.
+    write_timeout: Duration,
     retention: RetentionConfig,
 }
 
@@ -59,12 +57,14 @@ impl SqliteStorage {
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(options.clone());
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool, writer, path: path.to_path_buf(), retention })
+        Ok(Self {
+            pool,
+            writer: parking_lot::Mutex::new(None),
+            path: path.to_path_buf(),
+            write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
+            retention,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -72,47 +72,180 @@ impl SqliteStorage {
     }
 }
 
-/// Column lists of the raw tables, in bind order.
-const SEARCH_COLUMNS: &str = "time, instance_id, boot_id, seq, project, user_id, query, kind, cache, status, \
-                              error_code, latency_ms, latency_bucket, result_count, top_results, search_id";
-const INDEX_COLUMNS: &str = "time, instance_id, boot_id, seq, project, path, file_type, bytes, duration_ms, \
-                             outcome, error_code, queue_depth";
-const OPEN_COLUMNS: &str = "time, instance_id, boot_id, seq, project, user_id, path, rank, search_id";
-const SNAPSHOT_COLUMNS: &str = "time, instance_id, boot_id, seq, project, total_files, indexed_files, \
-                                vector_store_bytes, embedding_cache_bytes, duplication_ratio";
-
-fn insert_sql(table: &str, columns: &str, rows: usize) -> String {
-    let width = columns.split(',').count();
-    let row = format!("({})", vec!["?"; width].join(", "));
-    format!("INSERT INTO {table} ({columns}) VALUES {}", vec![row; rows].join(", "))
+impl SqliteStorage {
+    fn write_now(&self, instance_id: &str, batch: &RowBatch) -> Result<(), StorageError> {
+        let mut writer = self.writer.lock();
+        if writer.is_none() {
+            let conn = rusqlite::Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|conn| {
+                conn.busy_timeout(self.write_timeout)?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                Ok(conn)
+            })
+            .map_err(|e| StorageError::Unreachable(format!("cannot open {}: {e}", self.path.display())))?;
+            *writer = Some(conn);
+        }
+        let conn = writer.as_mut().expect("opened above");
+        // Give up on statements still running at the deadline, as a write
+        // through the pool would time out.
+        let deadline = std::time::Instant::now() + self.write_timeout;
+        let result = conn
+            .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))
+            .and_then(|()| write_rows(conn, instance_id, batch));
+        let _ = conn.progress_handler(0, None::<fn() -> bool>);
+        result.map_err(|e| {
+            // Whatever state the connection is in, the next write starts
+            // from a new one.
+            writer.take();
+            match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::CannotOpen
+                            | rusqlite::ErrorCode::SystemIoFailure
+                            | rusqlite::ErrorCode::DiskFull
+                            | rusqlite::ErrorCode::NotADatabase
+                    ) =>
+                {
+                    StorageError::Unreachable(e.to_string())
+                }
+                rusqlite::Error::SqliteFailure(f, _)
+                    if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::OperationInterrupted) =>
+                {
+                    StorageError::Timeout(self.write_timeout.as_millis() as u64)
+                }
+                e => StorageError::Database(e.to_string()),
+            }
+        })
+    }
 }
 
-/// Inserts `items` in statements of as many rows as the variable limit
-/// allows; `bind` binds one item's columns.
-async fn insert_chunked<'a, T: 'a>(
-    tx: &mut sqlx::SqliteConnection,
-    table: &str,
-    columns: &str,
-    items: &'a [T],
-    bind: impl for<'q> Fn(
-        sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-        &'a T,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-) -> Result<(), sqlx::Error> {
-    let width = columns.split(',').count();
-    let per_statement = MAX_VARIABLES / width;
-    for chunk in items.chunks(per_statement) {
-        // Only the full-size statement is kept prepared: every batch ends
-        // with a chunk of another size, and caching one statement per size
-        // (each with thousands of parameters) grew memory by hundreds of MB.
-        let mut query = sqlx::query(AssertSqlSafe(insert_sql(table, columns, chunk.len())))
-            .persistent(chunk.len() == per_statement);
-        for item in chunk {
-            query = bind(query, item);
+/// One batch in one transaction: its rows, the writer's progress (same
+/// transaction, so a replay never doubles) and the range rollups must
+/// recompute.
+fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBatch) -> rusqlite::Result<()> {
+    use rusqlite::params;
+    // IMMEDIATE: take the write lock first, rather than fail to upgrade a
+    // read lock half-way.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if !batch.searches.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO search_events (time, instance_id, boot_id, seq, project, user_id, query, kind, cache, \
+             status, error_code, latency_ms, latency_bucket, result_count, top_results, search_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?;
+        let mut paths = String::new();
+        for (id, r) in &batch.searches {
+            paths.clear();
+            json_strings(&mut paths, &r.top_results);
+            insert.execute(params![
+                r.time_us,
+                instance_id,
+                id.boot_id,
+                id.seq,
+                r.project,
+                r.user_id,
+                r.query,
+                r.kind,
+                r.cache,
+                r.status,
+                r.error_code,
+                r.latency_ms,
+                r.latency_bucket,
+                r.result_count,
+                paths,
+                r.search_id
+            ])?;
         }
-        query.execute(&mut *tx).await?;
     }
-    Ok(())
+    if !batch.indexes.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO index_events (time, instance_id, boot_id, seq, project, path, file_type, bytes, \
+             duration_ms, outcome, error_code, queue_depth) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for (id, r) in &batch.indexes {
+            insert.execute(params![
+                r.time_us,
+                instance_id,
+                id.boot_id,
+                id.seq,
+                r.project,
+                r.path,
+                r.file_type,
+                r.bytes,
+                r.duration_ms,
+                r.outcome,
+                r.error_code,
+                r.queue_depth
+            ])?;
+        }
+    }
+    if !batch.opens.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO open_events (time, instance_id, boot_id, seq, project, user_id, path, rank, search_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for (id, r) in &batch.opens {
+            insert.execute(params![
+                r.time_us,
+                instance_id,
+                id.boot_id,
+                id.seq,
+                r.project,
+                r.user_id,
+                r.path,
+                r.rank,
+                r.search_id
+            ])?;
+        }
+    }
+    if !batch.snapshots.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO project_snapshots (time, instance_id, boot_id, seq, project, total_files, indexed_files, \
+             vector_store_bytes, embedding_cache_bytes, duplication_ratio) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for (id, r) in &batch.snapshots {
+            insert.execute(params![
+                r.time_us,
+                instance_id,
+                id.boot_id,
+                id.seq,
+                r.project,
+                r.total_files,
+                r.indexed_files,
+                r.vector_store_bytes,
+                r.embedding_cache_bytes,
+                r.duplication_ratio
+            ])?;
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO ingest_progress (instance_id, boot_id, last_seq, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (instance_id, boot_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
+         updated_at = excluded.updated_at",
+    )?
+    .execute(params![instance_id, batch.boot_id, batch.last_seq, crate::plugin::now_us()])?;
+    tx.prepare_cached("INSERT INTO rollup_dirty (from_time, to_time) VALUES (?1, ?2)")?
+        .execute(params![batch.min_time_us, batch.max_time_us])?;
+    tx.commit()
+}
+
+/// Appends `items` as a JSON array of strings.
+fn json_strings(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // A string's JSON form cannot fail.
+        out.push_str(&serde_json::to_string(item).unwrap_or_default());
+    }
+    out.push(']');
 }
 
 #[async_trait::async_trait]
@@ -190,84 +323,13 @@ impl Storage for SqliteStorage {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await?;
-        insert_chunked(&mut tx, "search_events", SEARCH_COLUMNS, &batch.searches, |q, (id, r)| {
-            q.bind(r.time_us)
-                .bind(instance_id)
-                .bind(id.boot_id)
-                .bind(id.seq)
-                .bind(&r.project)
-                .bind(&r.user_id)
-                .bind(&r.query)
-                .bind(r.kind)
-                .bind(r.cache)
-                .bind(r.status)
-                .bind(&r.error_code)
-                .bind(r.latency_ms)
-                .bind(r.latency_bucket)
-                .bind(r.result_count)
-                .bind(serde_json::to_string(&r.top_results).unwrap_or_else(|_| "[]".to_owned()))
-                .bind(&r.search_id)
-        })
-        .await?;
-        insert_chunked(&mut tx, "index_events", INDEX_COLUMNS, &batch.indexes, |q, (id, r)| {
-            q.bind(r.time_us)
-                .bind(instance_id)
-                .bind(id.boot_id)
-                .bind(id.seq)
-                .bind(&r.project)
-                .bind(&r.path)
-                .bind(&r.file_type)
-                .bind(r.bytes)
-                .bind(r.duration_ms)
-                .bind(r.outcome)
-                .bind(&r.error_code)
-                .bind(r.queue_depth)
-        })
-        .await?;
-        insert_chunked(&mut tx, "open_events", OPEN_COLUMNS, &batch.opens, |q, (id, r)| {
-            q.bind(r.time_us)
-                .bind(instance_id)
-                .bind(id.boot_id)
-                .bind(id.seq)
-                .bind(&r.project)
-                .bind(&r.user_id)
-                .bind(&r.path)
-                .bind(r.rank)
-                .bind(&r.search_id)
-        })
-        .await?;
-        insert_chunked(&mut tx, "project_snapshots", SNAPSHOT_COLUMNS, &batch.snapshots, |q, (id, r)| {
-            q.bind(r.time_us)
-                .bind(instance_id)
-                .bind(id.boot_id)
-                .bind(id.seq)
-                .bind(&r.project)
-                .bind(r.total_files)
-                .bind(r.indexed_files)
-                .bind(r.vector_store_bytes)
-                .bind(r.embedding_cache_bytes)
-                .bind(r.duplication_ratio)
-        })
-        .await?;
-        sqlx::query(
-            "INSERT INTO ingest_progress (instance_id, boot_id, last_seq, updated_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (instance_id, boot_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
-             updated_at = excluded.updated_at",
-        )
-        .bind(instance_id)
-        .bind(batch.boot_id)
-        .bind(batch.last_seq)
-        .bind(crate::plugin::now_us())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO rollup_dirty (from_time, to_time) VALUES (?1, ?2)")
-            .bind(batch.min_time_us)
-            .bind(batch.max_time_us)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let write = || self.write_now(instance_id, batch);
+        // Synchronous SQLite work: on the plugin's multi-threaded runtime
+        // the worker hands its other tasks over first.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+            _ => write(),
+        }
     }
 
     async fn maintain(&self, now_us: i64) -> Result<MaintenanceReport, StorageError> {
@@ -313,7 +375,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
+        self.writer.lock().take();
         self.pool.close().await;
     }
 }
