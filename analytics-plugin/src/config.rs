@@ -60,7 +60,7 @@ impl Default for PipelineConfig {
         Self {
             queue_capacity: 65_536,
             batch_max_events: 8_192,
-            flush_interval_ms: 200,
+            flush_interval_ms: 1_000,
             spool_max_bytes: 1 << 30,
             spool_segment_bytes: 8 << 20,
         }

@@ -64,13 +64,17 @@ impl CodeHealth {
             self.projects.insert(project.to_owned(), ProjectFiles::default());
         }
         let files = &mut self.projects.get_mut(project)?.files;
-        if !files.contains_key(&key) {
-            if self.tracked >= self.max_tracked {
-                return None;
+        // One probe per call: this runs for every path of every result.
+        match files.entry(key) {
+            std::collections::hash_map::Entry::Occupied(stat) => Some(stat.into_mut()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                if self.tracked >= self.max_tracked {
+                    return None;
+                }
+                self.tracked += 1;
+                Some(slot.insert(FileStat::default()))
             }
-            self.tracked += 1;
         }
-        Some(files.entry(key).or_default())
     }
 
     pub fn indexed(&mut self, project: &str, path: &str, ok: bool) -> Tracked {

@@ -40,8 +40,11 @@ use writer::{StorageHealth, Writer};
 
 /// How often the worker recomputes the code-health gauges.
 const CODE_HEALTH_EVERY: Duration = Duration::from_secs(2);
-/// How long the worker sleeps when there is nothing to do.
-const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// How long the worker sleeps when it has drained the queue: long enough
+/// that a quiet plugin wakes rarely (each wake-up costs a thread switch on
+/// a host that may be saturated), short enough that the queue never fills
+/// (65,536 events by default; 20 ms at 60,000 events/s is 1,200).
+const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// How long shutdown waits for the final flush.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
