@@ -10,7 +10,10 @@
 //! The usage rollups (per user, query and file: hours from raw events, days
 //! from hours, with the click pairs and the key tables they are found
 //! through) are recomputed the same way on every backend, TimescaleDB too,
-//! and cut with raw events at the same whole day.
+//! but only for hours that have ended: ranges in the current hour wait in
+//! `usage_dirty` (read from raw events meanwhile), so a run never re-reads
+//! the current hour so far. They are cut with raw events at the same whole
+//! day.
 
 /// One rollup family (`<name>_1m`, `_1h`, `_1d`).
 pub struct Rollup {
