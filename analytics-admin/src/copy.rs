@@ -8,7 +8,8 @@
 //! need converting. Copied: raw events and `ingest_progress` always (so a
 //! spool replayed later into the new database doubles nothing), and every
 //! other table both sides keep as a table (rollups, histograms, pending
-//! rollup ranges). On a TimescaleDB target the hourly and daily rollups are
+//! rollup ranges: `rollup_dirty`, and `usage_dirty`, the current-hour
+//! ranges the usage rollups still wait for). On a TimescaleDB target the hourly and daily rollups are
 //! continuous aggregates: they are refreshed from the copied raw events, and
 //! rollup rows older than the oldest raw event cannot be carried over (the
 //! command says how many). From a TimescaleDB source the target's rollups
@@ -376,13 +377,15 @@ async fn finish_rollups(
     } else if target_tables.iter().any(|t| t == "rollup_dirty")
         && (append
             || !source_tables.iter().any(|t| t == "rollup_dirty")
+            || !source_tables.iter().any(|t| t == "usage_dirty")
             || source.backend() == Backend::Timescaledb)
     {
         // From TimescaleDB the source had no rollup tables (continuous
-        // aggregates are views; only its usage rollups are tables); merged
-        // into a database with events of its own, the buckets both wrote
-        // hold only one side. Rebuild from the raw events what raw
-        // retention holds.
+        // aggregates are views; only its usage rollups are tables); from a
+        // source without usage_dirty, no usage rollups (older than
+        // 0005_usage_rollups.sql); merged into a database with events of
+        // its own, the buckets both wrote hold only one side. Rebuild from
+        // the raw events what raw retention holds.
         mark_all_dirty(target).await?;
         if target.maintain(now_us).await?.ran {
             eprintln!("  rollups rebuilt from the raw events");
@@ -390,7 +393,9 @@ async fn finish_rollups(
             eprintln!("  rollups: marked for the next maintenance run (a server holds the maintenance lock)");
         }
     } else if target.backend() != Backend::Timescaledb {
-        // Pending ranges were copied with rollup_dirty; bring them up to date.
+        // Pending ranges were copied with rollup_dirty and usage_dirty
+        // (like any table both sides keep); bring them up to date (the
+        // usage rollups' current hour stays pending, as on the source).
         target.maintain(now_us).await?;
     }
     Ok(())

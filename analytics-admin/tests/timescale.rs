@@ -50,6 +50,7 @@ async fn reset(url: &str, dir: &std::path::Path) {
                 "project_snapshots",
                 "ingest_progress",
                 "rollup_dirty",
+                "usage_dirty",
                 "click_pairs",
                 "search_keys",
                 "open_keys",

@@ -204,6 +204,7 @@ async fn plugin_with_fixture(backend: Backend) -> AnalyticsPlugin {
             "project_snapshots",
             "ingest_progress",
             "rollup_dirty",
+            "usage_dirty",
             "click_pairs",
             "search_keys",
             "open_keys",
@@ -687,6 +688,182 @@ async fn usage_rollups_and_raw_edges_equal_raw_events_alone() {
             .chain(opens.iter().map(|o| o.user_id.as_str()))
             .collect();
         assert_eq!(usage["active_users"], users.len(), "{backend:?}");
+
+        plugin.shared().storage.close().await;
+        let _ = tokio::task::spawn_blocking(move || drop(plugin)).await;
+    }
+}
+
+/// `COUNT`-like single number of `sql` with times `binds` (Unix µs), whose
+/// parameters are spelled `{1}`, `{2}`... in `sql`.
+async fn number(plugin: &AnalyticsPlugin, backend: Backend, sql: &str, times: &[i64]) -> i64 {
+    let mut text = sql.to_owned();
+    for n in 1..=times.len() {
+        let param = if backend == Backend::Sqlite {
+            format!("?{n}")
+        } else {
+            format!("(TIMESTAMPTZ 'epoch' + ${n}::bigint * INTERVAL '1 microsecond')")
+        };
+        text = text.replace(&format!("{{{n}}}"), &param);
+    }
+    let binds: Vec<_> = times.iter().map(|t| context_analytics::storage::Value::Int(*t)).collect();
+    let rows = plugin.shared().storage.query(&text, &binds).await.unwrap();
+    rows[0][0].as_i64()
+}
+
+/// Maintenance rolls the usage rollups up for complete hours only: writes
+/// in the current hour stay pending in `usage_dirty` (answered from raw
+/// events, exactly), a run with nothing new recomputes nothing, and once
+/// the hour has ended the next run materializes it and empties
+/// `usage_dirty`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_rollups_wait_for_the_current_hour_and_answers_stay_exact() {
+    const MINUTE: i64 = 60_000_000;
+    let _turn = SERIAL.lock().await;
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::Timescaledb] {
+        let plugin = plugin_for(backend).await;
+        let store = plugin.shared().storage.clone();
+        let now = now_us();
+        let hour = now.div_euclid(HOUR) * HOUR;
+        let t = hour + (now - hour) / 2;
+        let search = |t: i64, id: &str, query: &str| {
+            RowData::Search(SearchRow {
+                time_us: t,
+                project: "alpha".into(),
+                user_id: "current-user".into(),
+                query: Some(query.into()),
+                kind: "literal",
+                cache: "miss",
+                status: "ok",
+                error_code: None,
+                latency_ms: 2.5,
+                latency_bucket: latency::bucket_of_ns(2_500_000),
+                result_count: 1,
+                top_results: vec!["src/current.rs".into()],
+                search_id: id.into(),
+            })
+        };
+        let open = |t: i64, id: &str| {
+            RowData::Open(OpenRow {
+                time_us: t,
+                project: "alpha".into(),
+                user_id: "current-user".into(),
+                path: "src/current.rs".into(),
+                rank: 1,
+                search_id: id.into(),
+            })
+        };
+        // A search and its open in the current hour, and a search of the
+        // previous hour opened in the current one.
+        let data = vec![
+            search(hour - 10 * MINUTE, "cur-0", "fn main"),
+            search(t, "cur-1", "current query"),
+            open(t + 1, "cur-1"),
+            open(t + 2, "cur-0"),
+        ];
+        let rows: Vec<Row> = data
+            .into_iter()
+            .enumerate()
+            .map(|(k, d)| Row { id: EventId { boot_id: 8, seq: k as i64 + 1 }, data: d })
+            .collect();
+        store.write("inst-current", &RowBatch::from_rows(8, rows)).await.unwrap();
+
+        let first = store.maintain(now).await.unwrap();
+        assert!(first.ran && first.rollup_ranges >= 1, "{backend:?}: {first:?}");
+        let in_hour = "SELECT CAST(count(*) AS BIGINT) FROM user_rollup_1h WHERE bucket >= {1}";
+        assert_eq!(
+            number(&plugin, backend, in_hour, &[hour]).await,
+            0,
+            "{backend:?}: current hour not rolled up"
+        );
+        let previous = "SELECT CAST(sum(searches) AS BIGINT) FROM user_rollup_1h WHERE bucket = {1} AND user_id = 'current-user'";
+        assert_eq!(
+            number(&plugin, backend, previous, &[hour - HOUR]).await,
+            1,
+            "{backend:?}: previous hour rolled up"
+        );
+        let dirty = "SELECT CAST(count(*) AS BIGINT) FROM rollup_dirty";
+        let pending = "SELECT CAST(count(*) AS BIGINT) FROM usage_dirty";
+        assert_eq!(number(&plugin, backend, dirty, &[]).await, 0, "{backend:?}");
+        assert!(
+            number(&plugin, backend, pending, &[]).await >= 1,
+            "{backend:?}: the current hour is pending"
+        );
+
+        // A second run with nothing new recomputes nothing: a minute row of
+        // the current hour, altered, stays as it is.
+        let minute = t.div_euclid(MINUTE) * MINUTE;
+        let bump = if backend == Backend::Timescaledb {
+            None
+        } else {
+            let p = if backend == Backend::Sqlite {
+                "?1".to_owned()
+            } else {
+                "(TIMESTAMPTZ 'epoch' + $1::bigint * INTERVAL '1 microsecond')".to_owned()
+            };
+            let bump = format!("UPDATE search_rollup_1m SET searches = searches + 1000 WHERE bucket = {p}");
+            store.query(&bump, &[context_analytics::storage::Value::Int(minute)]).await.unwrap();
+            Some(format!("UPDATE search_rollup_1m SET searches = searches - 1000 WHERE bucket = {p}"))
+        };
+        let second = store.maintain(now + 1).await.unwrap();
+        assert_eq!((second.rollup_ranges, second.usage_ranges), (0, 0), "{backend:?}: {second:?}");
+        assert!(number(&plugin, backend, pending, &[]).await >= 1, "{backend:?}: still pending");
+        if let Some(unbump) = bump {
+            let minute_sum = "SELECT CAST(sum(searches) AS BIGINT) FROM search_rollup_1m WHERE bucket = {1}";
+            assert!(
+                number(&plugin, backend, minute_sum, &[minute]).await >= 1001,
+                "{backend:?}: the minute rollup was not recomputed"
+            );
+            store.query(&unbump, &[context_analytics::storage::Value::Int(minute)]).await.unwrap();
+        }
+
+        // Answers over ranges holding the pending hour, from raw events.
+        let (start, _) = window();
+        let mut routes = Vec::new();
+        for range in [
+            format!("from={}&to={}", format_rfc3339(start + 17 * MINUTE), format_rfc3339(hour + HOUR)),
+            format!("from={}&to={}", format_rfc3339(hour - 3 * HOUR), format_rfc3339(hour + HOUR)),
+        ] {
+            routes.push(format!("/api/v1/analytics/usage?{range}&step=1h&limit=50"));
+            routes.push(format!("/api/v1/analytics/top-queries?{range}&limit=50"));
+            routes.push(format!("/api/v1/analytics/code-health?{range}&page_size=50"));
+        }
+        let answer = || async {
+            let mut out = Vec::new();
+            for route in &routes {
+                let (status, body) = get(&plugin, route).await;
+                assert_eq!(status, 200, "{route}: {body}");
+                out.push((route.clone(), body));
+            }
+            out
+        };
+        let while_pending = answer().await;
+        let top = &while_pending[1].1["queries"];
+        assert!(
+            top.as_array().unwrap().iter().any(|q| q["query"] == "current query"),
+            "{backend:?}: the pending hour's search is counted: {top}"
+        );
+
+        // Once the hour has ended, it is rolled up and nothing is pending.
+        let third = store.maintain(hour + HOUR).await.unwrap();
+        assert_eq!((third.rollup_ranges, third.usage_ranges), (0, 1), "{backend:?}: {third:?}");
+        assert_eq!(number(&plugin, backend, pending, &[]).await, 0, "{backend:?}: usage_dirty emptied");
+        let current = "SELECT CAST(sum(searches) AS BIGINT) FROM user_rollup_1h WHERE bucket = {1}";
+        assert_eq!(
+            number(&plugin, backend, current, &[hour]).await,
+            1,
+            "{backend:?}: current hour rolled up"
+        );
+        let rolled = answer().await;
+        assert!(
+            rolled.iter().any(|(_, b)| b["range"]["source"] != "raw"),
+            "{backend:?}: rollup rows were read"
+        );
+
+        all_dirty(&plugin, backend).await;
+        let reference = answer().await;
+        assert_same(&format!("{backend:?} current hour pending"), &while_pending, &reference);
+        assert_same(&format!("{backend:?} current hour rolled up"), &rolled, &reference);
 
         plugin.shared().storage.close().await;
         let _ = tokio::task::spawn_blocking(move || drop(plugin)).await;

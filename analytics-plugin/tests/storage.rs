@@ -31,6 +31,7 @@ async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
         "project_snapshots",
         "ingest_progress",
         "rollup_dirty",
+        "usage_dirty",
         "user_rollup_1h",
         "user_rollup_1d",
         "query_rollup_1h",
@@ -287,13 +288,15 @@ async fn retention_is_applied(backend: Backend) {
         store.write("inst", &RowBatch::from_rows(1, vec![row])).await.unwrap();
         assert_eq!(store.last_seq("inst", 1).await.unwrap(), i as i64 + 1);
     }
-    // A maintenance run 5 days ago rolled all three up.
+    // A maintenance run 5 days ago rolled the old row up (the two others
+    // lay after that run's hour: they stayed pending in usage_dirty).
     store.maintain(now - 5 * DAY).await.unwrap();
     assert_eq!(
         count(&*store, "SELECT CAST(sum(searches) AS BIGINT) FROM user_rollup_1d").await,
-        3,
+        1,
         "{backend:?}"
     );
+    assert_eq!(count(&*store, "SELECT count(*) FROM usage_dirty").await, 2, "{backend:?}");
     if backend == Backend::Timescaledb {
         // No background workers on the test server: run the policies' jobs.
         let jobs = store
@@ -327,6 +330,7 @@ async fn retention_is_applied(backend: Backend) {
             "{backend:?}: {table} holds the two searches raw retention kept"
         );
     }
+    assert_eq!(count(&*store, "SELECT count(*) FROM usage_dirty").await, 0, "{backend:?}: nothing pending");
     store.close().await;
 }
 

@@ -2,8 +2,10 @@
 -- plugin's maintenance task on every backend (TimescaleDB too: a continuous
 -- aggregate can neither unnest top_results nor join opens to their
 -- searches), per hour (from raw events) and per day (from hours), recomputed
--- for the hours rollup_dirty marks, and dropped with the raw events they
--- come from (retention.raw_days), so they never outlive them.
+-- for the complete hours rollup_dirty and usage_dirty mark (an hour is
+-- rolled up once it has ended; until then readers take it from raw events),
+-- and dropped with the raw events they come from (retention.raw_days), so
+-- they never outlive them.
 --
 -- Users and queries are stored as the raw tables store them (hashed when
 -- privacy says so). A route reads whole clean hours and days from here and
@@ -136,6 +138,18 @@ CREATE INDEX IF NOT EXISTS open_keys_time ON open_keys (time);
 -- TimescaleDB's schema had no rollup_dirty (0002_rollups.sql is plain
 -- PostgreSQL's): the usage rollups need it there too.
 CREATE TABLE IF NOT EXISTS rollup_dirty (
+    from_time  timestamptz NOT NULL,
+    to_time    timestamptz NOT NULL
+);
+
+-- Ranges the usage rollups still have to recompute: written in an hour
+-- that was not complete at the maintenance run that took them from
+-- rollup_dirty (the other rollups are done with them). Each run
+-- recomputes the complete hours of rollup_dirty's and these ranges and
+-- puts the rest back here, so a run reads only what was written since the
+-- last one, never the current hour so far; readers take an hour marked
+-- here as dirty and read it from raw events.
+CREATE TABLE IF NOT EXISTS usage_dirty (
     from_time  timestamptz NOT NULL,
     to_time    timestamptz NOT NULL
 );

@@ -81,17 +81,24 @@ impl Ctx<'_> {
         }
     }
 
-    /// The ranges written since the last rollup run that overlap the range.
+    /// The ranges overlapping the range that the usage rollups do not hold
+    /// yet: written since the last rollup run (`rollup_dirty`), or left
+    /// pending by it because their hour had not ended (`usage_dirty`). One
+    /// statement, so a run moving ranges from one table to the other in
+    /// between cannot hide them.
     async fn dirty(&self) -> Result<Vec<(i64, i64)>, ApiError> {
+        let select = |table: &str| {
+            format!(
+                "SELECT {}, {} FROM {table} WHERE to_time >= {} AND from_time < {}",
+                self.sql.us("from_time"),
+                self.sql.us("to_time"),
+                self.sql.time(1),
+                self.sql.time(2)
+            )
+        };
         let rows = self
             .rows(
-                &format!(
-                    "SELECT {}, {} FROM rollup_dirty WHERE to_time >= {} AND from_time < {}",
-                    self.sql.us("from_time"),
-                    self.sql.us("to_time"),
-                    self.sql.time(1),
-                    self.sql.time(2)
-                ),
+                &format!("{} UNION ALL {}", select("rollup_dirty"), select("usage_dirty")),
                 &[Value::Int(self.range.from_us), Value::Int(self.range.to_us)],
             )
             .await?;
@@ -869,7 +876,8 @@ pub async fn usage(ctx: &Ctx<'_>, limit: i64) -> Result<Dataset, ApiError> {
         let count = if source == Source::Raw { "count(*)" } else { "sum(searches)" };
         // TimescaleDB's search_rollup_1h is a continuous aggregate, which
         // late events reach only at its next refresh: there, the plugin's
-        // own user_rollup_1h (rolled up with rollup_dirty like the rest).
+        // own user_rollup_1h (rolled up with rollup_dirty and usage_dirty
+        // like the rest).
         let rollup =
             if sql.backend == crate::storage::Backend::Timescaledb { "user_rollup" } else { "search_rollup" };
         let heat = ctx

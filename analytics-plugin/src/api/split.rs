@@ -2,7 +2,8 @@
 //! between the usage rollups and raw events: whole clean days from the
 //! daily rollups, whole clean hours from the hourly ones, and the rest
 //! (partial hours at the range's ends, hours written since the last
-//! maintenance run, as `rollup_dirty` says) from raw events. Each part is
+//! maintenance run, as `rollup_dirty` says, and hours it left pending
+//! because they had not ended, as `usage_dirty` says) from raw events. Each part is
 //! a list of [from, to) intervals; together they are the range, without
 //! overlap, so sums and distinct counts over the parts equal those over
 //! raw events alone.
@@ -38,7 +39,8 @@ fn push(list: &mut Vec<(i64, i64)>, from: i64, to: i64) {
 
 impl Split {
     /// Splits [from, to). `dirty` are the [from, to] (inclusive) ranges
-    /// written since the last rollup run; `hours`/`days` say which rollup
+    /// the usage rollups do not hold yet (both tables); a day holding any
+    /// of them is read by hours, and those hours from raw events; `hours`/`days` say which rollup
     /// resolutions may serve (a per-bucket series can use only those its
     /// step is a multiple of).
     pub fn new(from: i64, to: i64, dirty: &[(i64, i64)], hours: bool, days: bool) -> Split {

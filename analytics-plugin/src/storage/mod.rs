@@ -300,7 +300,10 @@ where
             }
         }
         if chunk.len() == STREAM_CHUNK_ROWS
-            && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS)))).await.is_err()
+            && tx
+                .send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS))))
+                .await
+                .is_err()
         {
             return;
         }
@@ -313,7 +316,12 @@ where
 /// What a maintenance run did.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct MaintenanceReport {
+    /// Ranges of `rollup_dirty` recomputed (the minute, hour and day
+    /// rollups; on TimescaleDB only the usage rollups use them).
     pub rollup_ranges: usize,
+    /// Spans of whole, complete hours recomputed in the usage rollups
+    /// (from `rollup_dirty` and `usage_dirty`).
+    pub usage_ranges: usize,
     pub rows_deleted: u64,
     /// False when another instance held the maintenance lock.
     pub ran: bool,

@@ -352,10 +352,24 @@ impl Storage for PgStorage {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let (ranges, steps) =
-            rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES, usage_only);
-        report.rollup_ranges = ranges;
-        for step in steps {
+        let usage_dirty: Vec<(i64, i64)> = sqlx::query_as(
+            "DELETE FROM usage_dirty RETURNING \
+             (extract(epoch FROM from_time) * 1000000)::bigint, (extract(epoch FROM to_time) * 1000000)::bigint",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let plan = rollup::plan(
+            dirty,
+            usage_dirty,
+            now_us,
+            &self.retention,
+            &DIALECT,
+            &super::RAW_TABLES,
+            usage_only,
+        );
+        report.rollup_ranges = plan.ranges;
+        report.usage_ranges = plan.usage_ranges;
+        for step in plan.steps {
             let binds = step.binds.into_iter().map(super::Value::Int).collect();
             let affected = super::bound(step.sql, binds).execute(&mut *tx).await?.rows_affected();
             if step.retention {

@@ -10,7 +10,10 @@
 //! The usage rollups (per user, query and file: hours from raw events, days
 //! from hours, with the click pairs and the key tables they are found
 //! through) are recomputed the same way on every backend, TimescaleDB too,
-//! and cut with raw events at the same whole day.
+//! but only for hours that have ended: ranges in the current hour wait in
+//! `usage_dirty` (read from raw events meanwhile), so a run never re-reads
+//! the current hour so far. They are cut with raw events at the same whole
+//! day.
 
 /// One rollup family (`<name>_1m`, `_1h`, `_1d`).
 pub struct Rollup {
@@ -311,10 +314,31 @@ pub struct Step {
     pub retention: bool,
 }
 
+/// What one maintenance run does: see [`plan`].
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// Ranges of `rollup_dirty` recomputed in the other rollups.
+    pub ranges: usize,
+    /// Ranges of whole, complete hours recomputed in the usage rollups.
+    pub usage_ranges: usize,
+    /// The statements, in order, in one transaction.
+    pub steps: Vec<Step>,
+}
+
 /// Everything one maintenance run executes, in order, in one transaction:
 /// recompute the rollup buckets the dirty ranges touch (clamped to what raw
 /// retention still holds), then delete what every resolution's retention
-/// expired. Returns the number of ranges and the steps.
+/// expired.
+///
+/// `dirty` is what `rollup_dirty` held (writes since the last run): the
+/// other rollups' minutes, hours and days are recomputed for it and it is
+/// done with. The usage rollups are recomputed over `dirty` and
+/// `usage_dirty` (what earlier runs left pending) together, but only in
+/// complete hours (ending at or before `now_us`'s hour): the rest, in the
+/// current hour (or later), is written back to `usage_dirty` by the plan's
+/// last steps, so a run costs what was written since the last one, not the
+/// whole current hour so far. Readers take both tables as dirty and read
+/// those hours from raw events.
 ///
 /// Raw events and the usage rollups are cut at the same whole day (the
 /// start of the day `raw_days` ago), so the rollups never hold an hour or
@@ -323,55 +347,81 @@ pub struct Step {
 /// usage rollups are recomputed and retained.
 pub fn plan(
     dirty: Vec<(i64, i64)>,
+    usage_dirty: Vec<(i64, i64)>,
     now_us: i64,
     retention: &super::RetentionConfig,
     dialect: &Dialect,
     raw_tables: &[&str],
     usage_only: bool,
-) -> (usize, Vec<Step>) {
+) -> Plan {
     const DAY: i64 = 86_400_000_000;
+    const HOUR: i64 = 3_600_000_000;
     let horizon = |days: u32| now_us - i64::from(days) * DAY;
     let raw_horizon = horizon(retention.raw_days).div_euclid(DAY) * DAY;
     // Each write marks its own few milliseconds dirty; snapped to whole
     // minutes first, the hundreds of writes of one minute merge into one
     // range, so each minute is recomputed once per run, not once per write.
     let minute = LEVELS[0].1;
-    let snapped = dirty.into_iter().map(|(from, to)| bucket_span(from, to, minute)).collect();
-    let ranges: Vec<(i64, i64)> = merge_ranges(snapped)
-        .into_iter()
-        .map(|(from, to)| (from, to - 1))
-        .filter(|(_, to)| *to >= raw_horizon)
-        .map(|(from, to)| (from.max(raw_horizon), to))
-        .collect();
-    let mut steps = Vec::new();
-    for &(from, to) in &ranges {
-        let (start, end) = bucket_span(from, to, LEVELS[1].1);
-        for sql in usage_key_steps(dialect) {
-            steps.push(Step { sql, binds: vec![start, end], retention: false });
+    let snap = |ranges: Vec<(i64, i64)>| -> Vec<(i64, i64)> {
+        let snapped = ranges.into_iter().map(|(from, to)| bucket_span(from, to, minute)).collect();
+        merge_ranges(snapped)
+            .into_iter()
+            .map(|(from, to)| (from, to - 1))
+            .filter(|(_, to)| *to >= raw_horizon)
+            .map(|(from, to)| (from.max(raw_horizon), to))
+            .collect()
+    };
+    let ranges = snap(dirty.clone());
+    // The usage rollups: complete hours only (before `cut`); what lies at
+    // or after it stays pending.
+    let cut = now_us.div_euclid(HOUR) * HOUR;
+    let mut hours = Vec::new();
+    let mut pending = Vec::new();
+    for (from, to) in snap(dirty.into_iter().chain(usage_dirty).collect()) {
+        if from < cut {
+            hours.push(bucket_span(from, to.min(cut - 1), HOUR));
+        }
+        if to >= cut {
+            pending.push((from.max(cut), to));
         }
     }
+    // [start, end) spans: touching ones merge too.
+    let hours = merge_ranges(hours);
+    let days = merge_ranges(hours.iter().map(|&(start, end)| bucket_span(start, end - 1, DAY)).collect());
+    let mut steps = Vec::new();
+    let push = |steps: &mut Vec<Step>, sqls: Vec<String>, (start, end): (i64, i64)| {
+        for sql in sqls {
+            steps.push(Step { sql, binds: vec![start, end], retention: false });
+        }
+    };
+    for &span in &hours {
+        push(&mut steps, usage_key_steps(dialect), span);
+    }
+    for &span in &hours {
+        push(&mut steps, usage_hour_steps(dialect), span);
+    }
+    for &span in &days {
+        push(&mut steps, usage_day_steps(dialect), span);
+    }
+    let (p1, p2) = dialect.params;
+    for &span in &pending {
+        push(
+            &mut steps,
+            vec![format!("INSERT INTO usage_dirty (from_time, to_time) VALUES ({p1}, {p2})")],
+            span,
+        );
+    }
     for &(from, to) in &ranges {
-        for (level, (_, width)) in LEVELS.iter().enumerate() {
-            let (start, end) = bucket_span(from, to, *width);
-            let usage = match level {
-                1 => usage_hour_steps(dialect),
-                2 => usage_day_steps(dialect),
-                _ => Vec::new(),
-            };
-            for sql in usage {
-                steps.push(Step { sql, binds: vec![start, end], retention: false });
-            }
-            if usage_only {
-                continue;
-            }
+        if usage_only {
+            break;
+        }
+        for (level, (suffix, width)) in LEVELS.iter().enumerate() {
+            let span = bucket_span(from, to, *width);
             for rollup in ROLLUPS {
                 let (delete, insert) = rollup.recompute(level, dialect);
-                steps.push(Step { sql: delete, binds: vec![start, end], retention: false });
-                steps.push(Step { sql: insert, binds: vec![start, end], retention: false });
+                push(&mut steps, vec![delete, insert], span);
             }
-            for sql in histogram_steps(LEVELS[level].0, dialect) {
-                steps.push(Step { sql, binds: vec![start, end], retention: false });
-            }
+            push(&mut steps, histogram_steps(suffix, dialect).to_vec(), span);
         }
     }
     let before = dialect.params.0;
@@ -396,8 +446,9 @@ pub fn plan(
             retention: true,
         });
     }
+    let plan = |steps| Plan { ranges: ranges.len(), usage_ranges: hours.len(), steps };
     if usage_only {
-        return (ranges.len(), steps);
+        return plan(steps);
     }
     for table in raw_tables {
         steps.push(Step {
@@ -418,7 +469,7 @@ pub fn plan(
             });
         }
     }
-    (ranges.len(), steps)
+    plan(steps)
 }
 
 /// Merges overlapping or touching [from, to] ranges.
@@ -458,25 +509,106 @@ mod tests {
             result_paths: ("json_each(s.top_results) AS r", "r.value"),
             null_time: "NULL",
         };
-        let (ranges, steps) =
-            plan(dirty, now, &crate::storage::RetentionConfig::default(), &dialect, &[], false);
-        assert_eq!(ranges, 1);
-        let minute_steps: Vec<&Step> = steps
+        let run =
+            plan(dirty, Vec::new(), now, &crate::storage::RetentionConfig::default(), &dialect, &[], false);
+        assert_eq!(run.ranges, 1);
+        let minute_steps: Vec<&Step> = run
+            .steps
             .iter()
             .filter(|s| s.sql.starts_with("DELETE FROM search_rollup_1m WHERE bucket >="))
             .collect();
         assert_eq!(minute_steps.len(), 1);
         assert_eq!(minute_steps[0].binds, vec![t0, t0 + MINUTE]);
         // A write in a later minute apart from them stays a range of its own.
-        let (ranges, _) = plan(
+        let ranges = plan(
             vec![(t0, t0 + 1), (t0 + 5 * MINUTE, t0 + 5 * MINUTE + 1)],
+            Vec::new(),
             now,
             &Default::default(),
             &dialect,
             &[],
             false,
-        );
+        )
+        .ranges;
         assert_eq!(ranges, 2);
+    }
+
+    #[test]
+    fn usage_rollups_wait_for_complete_hours() {
+        const MINUTE: i64 = 60_000_000;
+        const HOUR: i64 = 60 * MINUTE;
+        let dialect = Dialect {
+            bucket: |c, _| c.to_owned(),
+            params: ("?1", "?2"),
+            join: "group_concat",
+            result_paths: ("json_each(s.top_results) AS r", "r.value"),
+            null_time: "NULL",
+        };
+        let hour = 1_000 * 86_400_000_000 + 10 * HOUR;
+        let now = hour + 30 * MINUTE;
+        let binds_of = |steps: &[Step], prefix: &str| -> Vec<Vec<i64>> {
+            steps.iter().filter(|s| s.sql.starts_with(prefix)).map(|s| s.binds.clone()).collect()
+        };
+        // A write in the current hour and a late one two hours back.
+        let write = (hour + 5 * MINUTE + 1, hour + 5 * MINUTE + 2);
+        let late = (hour - 2 * HOUR + 1, hour - 2 * HOUR + 2);
+        let run = plan(vec![write, late], Vec::new(), now, &Default::default(), &dialect, &[], false);
+        assert_eq!((run.ranges, run.usage_ranges), (2, 1));
+        // The other rollups do both; the usage rollups only the late hour.
+        assert_eq!(binds_of(&run.steps, "DELETE FROM search_rollup_1m WHERE bucket >=").len(), 2);
+        assert_eq!(
+            binds_of(&run.steps, "DELETE FROM user_rollup_1h WHERE bucket >="),
+            vec![vec![hour - 2 * HOUR, hour - HOUR]]
+        );
+        assert_eq!(
+            binds_of(&run.steps, "DELETE FROM search_keys WHERE time >="),
+            vec![vec![hour - 2 * HOUR, hour - HOUR]]
+        );
+        // The write's minute is put back for later.
+        assert_eq!(
+            binds_of(&run.steps, "INSERT INTO usage_dirty"),
+            vec![vec![hour + 5 * MINUTE, hour + 6 * MINUTE - 1]]
+        );
+        // Next run, nothing new: nothing recomputed, still pending.
+        let pending = vec![(hour + 5 * MINUTE, hour + 6 * MINUTE - 1)];
+        let run = plan(Vec::new(), pending.clone(), now + MINUTE, &Default::default(), &dialect, &[], false);
+        assert_eq!((run.ranges, run.usage_ranges), (0, 0));
+        assert!(binds_of(&run.steps, "DELETE FROM search_rollup_1m WHERE bucket >=").is_empty());
+        assert!(binds_of(&run.steps, "DELETE FROM user_rollup_1h WHERE bucket >=").is_empty());
+        assert_eq!(binds_of(&run.steps, "INSERT INTO usage_dirty").len(), 1);
+        // Once the hour has ended: the usage rollups only, hour and day.
+        let run = plan(Vec::new(), pending, hour + HOUR, &Default::default(), &dialect, &[], false);
+        assert_eq!((run.ranges, run.usage_ranges), (0, 1));
+        assert!(binds_of(&run.steps, "DELETE FROM search_rollup_1m WHERE bucket >=").is_empty());
+        assert_eq!(
+            binds_of(&run.steps, "DELETE FROM user_rollup_1h WHERE bucket >="),
+            vec![vec![hour, hour + HOUR]]
+        );
+        let day = hour.div_euclid(86_400_000_000) * 86_400_000_000;
+        assert_eq!(
+            binds_of(&run.steps, "DELETE FROM user_rollup_1d WHERE bucket >="),
+            vec![vec![day, day + 86_400_000_000]]
+        );
+        assert!(binds_of(&run.steps, "INSERT INTO usage_dirty").is_empty());
+        // A range across the hour's end: its first part now, the rest later.
+        let across = (hour + 59 * MINUTE, hour + HOUR + MINUTE);
+        let run = plan(
+            Vec::new(),
+            vec![across],
+            hour + HOUR + 2 * MINUTE,
+            &Default::default(),
+            &dialect,
+            &[],
+            true,
+        );
+        assert_eq!(
+            binds_of(&run.steps, "DELETE FROM user_rollup_1h WHERE bucket >="),
+            vec![vec![hour, hour + HOUR]]
+        );
+        assert_eq!(
+            binds_of(&run.steps, "INSERT INTO usage_dirty"),
+            vec![vec![hour + HOUR, hour + HOUR + 2 * MINUTE - 1]]
+        );
     }
 
     #[test]

@@ -338,10 +338,15 @@ impl Storage for SqliteStorage {
         let dirty: Vec<(i64, i64)> = sqlx::query_as("DELETE FROM rollup_dirty RETURNING from_time, to_time")
             .fetch_all(&mut *tx)
             .await?;
-        let (ranges, steps) =
-            rollup::plan(dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES, false);
-        report.rollup_ranges = ranges;
-        for step in steps {
+        let usage_dirty: Vec<(i64, i64)> =
+            sqlx::query_as("DELETE FROM usage_dirty RETURNING from_time, to_time")
+                .fetch_all(&mut *tx)
+                .await?;
+        let plan =
+            rollup::plan(dirty, usage_dirty, now_us, &self.retention, &DIALECT, &super::RAW_TABLES, false);
+        report.rollup_ranges = plan.ranges;
+        report.usage_ranges = plan.usage_ranges;
+        for step in plan.steps {
             let binds = step.binds.into_iter().map(super::Value::Int).collect();
             let affected = super::bound(step.sql, binds).execute(&mut *tx).await?.rows_affected();
             if step.retention {
@@ -388,8 +393,8 @@ fn read_chunks(
     binds: &[super::Value],
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Vec<super::Value>>, StorageError>>,
 ) -> rusqlite::Result<()> {
-    use rusqlite::{OpenFlags, types::ValueRef};
     use super::Value;
+    use rusqlite::{OpenFlags, types::ValueRef};
     let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -419,7 +424,12 @@ fn read_chunks(
         }
         chunk.push(values);
         if chunk.len() == super::STREAM_CHUNK_ROWS
-            && tx.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(super::STREAM_CHUNK_ROWS)))).is_err()
+            && tx
+                .blocking_send(Ok(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(super::STREAM_CHUNK_ROWS),
+                )))
+                .is_err()
         {
             return Ok(());
         }
