@@ -98,7 +98,11 @@ fn sources(range_query: &str, project: Option<&str>) -> Vec<(&'static str, Strin
             "usage",
             with(
                 "usage",
-                &if range_query.split('&').any(|p| p == "timerange=30d") { format!("{top}&step=1d") } else { top.clone() },
+                &if range_query.split('&').any(|p| p == "timerange=30d") {
+                    format!("{top}&step=1d")
+                } else {
+                    top.clone()
+                },
             ),
         ),
         ("top_queries", with("top-queries", &top)),
@@ -593,12 +597,16 @@ mod tests {
         assert!(s.iter().any(|(n, u)| *n == "alerts" && u == "/api/v1/analytics/alerts?project=a+b"));
         assert!(sources("", None).iter().any(|(_, u)| u == "/api/v1/analytics/cache-performance?"));
         assert!(sources("", None).iter().any(|(_, u)| u == "/api/v1/analytics/alerts"));
-        assert!(sources("timerange=30d", None)
-            .iter()
-            .any(|(n, u)| *n == "usage" && u == "/api/v1/analytics/usage?timerange=30d&limit=10&step=1d"));
-        assert!(sources("timerange=7d", None)
-            .iter()
-            .any(|(n, u)| *n == "usage" && u == "/api/v1/analytics/usage?timerange=7d&limit=10"));
+        assert!(
+            sources("timerange=30d", None)
+                .iter()
+                .any(|(n, u)| *n == "usage" && u == "/api/v1/analytics/usage?timerange=30d&limit=10&step=1d")
+        );
+        assert!(
+            sources("timerange=7d", None)
+                .iter()
+                .any(|(n, u)| *n == "usage" && u == "/api/v1/analytics/usage?timerange=7d&limit=10")
+        );
     }
 
     #[test]

@@ -113,7 +113,10 @@ impl SqliteStorage {
                     StorageError::Unreachable(e.to_string())
                 }
                 rusqlite::Error::SqliteFailure(f, _)
-                    if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::OperationInterrupted) =>
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::OperationInterrupted
+                    ) =>
                 {
                     StorageError::Timeout(self.write_timeout.as_millis() as u64)
                 }

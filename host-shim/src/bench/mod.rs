@@ -185,7 +185,9 @@ impl HostProcess {
         // The command name may hold spaces: count fields after its ')'.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("bad /proc stat"))?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i).ok_or_else(|| anyhow!("short stat"))?.parse()?) };
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            Ok(fields.get(i).ok_or_else(|| anyhow!("short stat"))?.parse()?)
+        };
         // fields[0] is field 3 (state): utime is field 14, stime 15.
         Ok((ticks(11)? + ticks(12)?) / 100.0)
     }

@@ -144,8 +144,14 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
     let corpus = make_corpus(&work.join("corpus"), args.files, args.projects)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugin = &args.common.plugin;
-    let on =
-        HostProcess::start_with(&work.join("host-on"), "on", plugin, true, &corpus.projects, &args.plugin_config)?;
+    let on = HostProcess::start_with(
+        &work.join("host-on"),
+        "on",
+        plugin,
+        true,
+        &corpus.projects,
+        &args.plugin_config,
+    )?;
     let off = HostProcess::start(&work.join("host-off"), "off", plugin, false, &corpus.projects)?;
     let (mixes, events) = runtime.block_on(async {
         on.wait_ready().await?;
