@@ -5,6 +5,10 @@
 //! Needs CONTEXT_TEST_POSTGRES_URL and CONTEXT_TEST_TIMESCALE_URL (started by
 //! scripts/test-all.sh), like the storage suite.
 
+// Only its table list: the suites here build their own plugin.
+#[allow(dead_code)]
+mod common;
+
 use std::{collections::BTreeMap, time::Duration};
 
 use abi_stable::std_types::{RStr, RString};
@@ -197,24 +201,7 @@ async fn plugin_with_fixture(backend: Backend) -> AnalyticsPlugin {
     assert!(health.connected, "{backend:?} did not connect: {health:?}");
     let store = plugin.shared().storage.clone();
     if backend == Backend::Timescaledb {
-        for table in [
-            "search_events",
-            "index_events",
-            "open_events",
-            "project_snapshots",
-            "ingest_progress",
-            "rollup_dirty",
-            "usage_dirty",
-            "click_pairs",
-            "search_keys",
-            "open_keys",
-            "user_rollup_1h",
-            "user_rollup_1d",
-            "query_rollup_1h",
-            "query_rollup_1d",
-            "file_rollup_1h",
-            "file_rollup_1d",
-        ] {
+        for table in common::DATA_TABLES {
             store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await.unwrap();
         }
     }

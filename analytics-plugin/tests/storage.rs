@@ -24,25 +24,7 @@ fn now_us() -> i64 {
 
 /// A fresh database for one test (see `common::fresh`).
 async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
-    let reset = [
-        "search_events",
-        "index_events",
-        "open_events",
-        "project_snapshots",
-        "ingest_progress",
-        "rollup_dirty",
-        "usage_dirty",
-        "user_rollup_1h",
-        "user_rollup_1d",
-        "query_rollup_1h",
-        "query_rollup_1d",
-        "file_rollup_1h",
-        "file_rollup_1d",
-        "click_pairs",
-        "search_keys",
-        "open_keys",
-    ];
-    common::fresh(backend, "storage", name, &reset).await
+    common::fresh(backend, "storage", name, &common::DATA_TABLES).await
 }
 
 fn search(
