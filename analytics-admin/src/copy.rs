@@ -9,8 +9,9 @@
 //! spool replayed later into the new database doubles nothing), and every
 //! other table both sides keep as a table (rollups, histograms, pending
 //! rollup ranges: `rollup_dirty`, and `usage_dirty`, the current-hour
-//! ranges the usage rollups still wait for). On a TimescaleDB target the hourly and daily rollups are
-//! continuous aggregates: they are refreshed from the copied raw events, and
+//! ranges the usage rollups still wait for). On a TimescaleDB target the
+//! hourly and daily rollups are continuous aggregates: they are refreshed
+//! from the copied raw events, and
 //! rollup rows older than the oldest raw event cannot be carried over (the
 //! command says how many). From a TimescaleDB source the target's rollups
 //! are rebuilt from the raw events by one maintenance pass.
