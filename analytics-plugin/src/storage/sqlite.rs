@@ -66,10 +66,6 @@ impl SqliteStorage {
             retention,
         })
     }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 impl SqliteStorage {
@@ -134,16 +130,19 @@ fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBat
     // IMMEDIATE: take the write lock first, rather than fail to upgrade a
     // read lock half-way.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if !batch.searches.is_empty() {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO search_events (time, instance_id, boot_id, seq, project, user_id, query, kind, cache, \
+    // The result paths as their JSON array text, in one reused buffer.
+    let mut paths = Vec::new();
+    insert_each(
+        &tx,
+        "INSERT INTO search_events (time, instance_id, boot_id, seq, project, user_id, query, kind, cache, \
              status, error_code, latency_ms, latency_bucket, result_count, top_results, search_id) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        )?;
-        let mut paths = String::new();
-        for (id, r) in &batch.searches {
+        &batch.searches,
+        |insert, (id, r)| {
             paths.clear();
-            json_strings(&mut paths, &r.top_results);
+            serde_json::to_writer(&mut paths, &r.top_results)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            let paths = std::str::from_utf8(&paths).expect("serde_json writes UTF-8");
             insert.execute(params![
                 r.time_us,
                 instance_id,
@@ -161,16 +160,16 @@ fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBat
                 r.result_count,
                 paths,
                 r.search_id
-            ])?;
-        }
-    }
-    if !batch.indexes.is_empty() {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO index_events (time, instance_id, boot_id, seq, project, path, file_type, bytes, \
+            ])
+        },
+    )?;
+    insert_each(
+        &tx,
+        "INSERT INTO index_events (time, instance_id, boot_id, seq, project, path, file_type, bytes, \
              duration_ms, outcome, error_code, queue_depth) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
-        for (id, r) in &batch.indexes {
+        &batch.indexes,
+        |insert, (id, r)| {
             insert.execute(params![
                 r.time_us,
                 instance_id,
@@ -184,15 +183,15 @@ fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBat
                 r.outcome,
                 r.error_code,
                 r.queue_depth
-            ])?;
-        }
-    }
-    if !batch.opens.is_empty() {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO open_events (time, instance_id, boot_id, seq, project, user_id, path, rank, search_id) \
+            ])
+        },
+    )?;
+    insert_each(
+        &tx,
+        "INSERT INTO open_events (time, instance_id, boot_id, seq, project, user_id, path, rank, search_id) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for (id, r) in &batch.opens {
+        &batch.opens,
+        |insert, (id, r)| {
             insert.execute(params![
                 r.time_us,
                 instance_id,
@@ -203,16 +202,16 @@ fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBat
                 r.path,
                 r.rank,
                 r.search_id
-            ])?;
-        }
-    }
-    if !batch.snapshots.is_empty() {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO project_snapshots (time, instance_id, boot_id, seq, project, total_files, indexed_files, \
+            ])
+        },
+    )?;
+    insert_each(
+        &tx,
+        "INSERT INTO project_snapshots (time, instance_id, boot_id, seq, project, total_files, indexed_files, \
              vector_store_bytes, embedding_cache_bytes, duplication_ratio) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
-        for (id, r) in &batch.snapshots {
+        &batch.snapshots,
+        |insert, (id, r)| {
             insert.execute(params![
                 r.time_us,
                 instance_id,
@@ -224,9 +223,9 @@ fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBat
                 r.vector_store_bytes,
                 r.embedding_cache_bytes,
                 r.duplication_ratio
-            ])?;
-        }
-    }
+            ])
+        },
+    )?;
     tx.prepare_cached(
         "INSERT INTO ingest_progress (instance_id, boot_id, last_seq, updated_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (instance_id, boot_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
@@ -238,17 +237,21 @@ fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBat
     tx.commit()
 }
 
-/// Appends `items` as a JSON array of strings.
-fn json_strings(out: &mut String, items: &[String]) {
-    out.push('[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        // A string's JSON form cannot fail.
-        out.push_str(&serde_json::to_string(item).unwrap_or_default());
+/// Inserts `rows` with one cached single-row statement.
+fn insert_each<T>(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    rows: &[T],
+    mut insert: impl FnMut(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
-    out.push(']');
+    let mut statement = tx.prepare_cached(sql)?;
+    for row in rows {
+        insert(&mut statement, row)?;
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
