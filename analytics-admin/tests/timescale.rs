@@ -43,29 +43,9 @@ async fn reset(url: &str, dir: &std::path::Path) {
         let store = storage::open(&timescale_config(url), &RetentionConfig::default(), dir).unwrap();
         let result = async {
             store.prepare().await?;
-            for table in [
-                "search_events",
-                "index_events",
-                "open_events",
-                "project_snapshots",
-                "ingest_progress",
-                "rollup_dirty",
-                "usage_dirty",
-                "click_pairs",
-                "search_keys",
-                "open_keys",
-                "user_rollup_1h",
-                "user_rollup_1d",
-                "query_rollup_1h",
-                "query_rollup_1d",
-                "file_rollup_1h",
-                "file_rollup_1d",
-                "alert_rules",
-                "alert_state",
-                "alert_history",
-                "alert_silences",
-                "alert_deliveries",
-            ] {
+            let alerting =
+                ["alert_rules", "alert_state", "alert_history", "alert_silences", "alert_deliveries"];
+            for table in storage::DATA_TABLES.iter().chain(&alerting) {
                 store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await?;
             }
             Ok::<_, storage::StorageError>(())

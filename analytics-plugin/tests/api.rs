@@ -5,10 +5,6 @@
 //! Needs CONTEXT_TEST_POSTGRES_URL and CONTEXT_TEST_TIMESCALE_URL (started by
 //! scripts/test-all.sh), like the storage suite.
 
-// Only its table list: the suites here build their own plugin.
-#[allow(dead_code)]
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
 use abi_stable::std_types::{RStr, RString};
@@ -201,7 +197,7 @@ async fn plugin_with_fixture(backend: Backend) -> AnalyticsPlugin {
     assert!(health.connected, "{backend:?} did not connect: {health:?}");
     let store = plugin.shared().storage.clone();
     if backend == Backend::Timescaledb {
-        for table in common::DATA_TABLES {
+        for table in context_analytics::storage::DATA_TABLES {
             store.query_strings(&format!("DELETE FROM {table} RETURNING 1")).await.unwrap();
         }
     }

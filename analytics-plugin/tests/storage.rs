@@ -24,7 +24,7 @@ fn now_us() -> i64 {
 
 /// A fresh database for one test (see `common::fresh`).
 async fn fresh(backend: Backend, name: &str) -> Arc<dyn Storage> {
-    common::fresh(backend, "storage", name, &common::DATA_TABLES).await
+    common::fresh(backend, "storage", name, &context_analytics::storage::DATA_TABLES).await
 }
 
 fn search(

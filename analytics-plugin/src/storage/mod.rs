@@ -23,6 +23,28 @@ use rows::RowBatch;
 /// The raw event tables, one per event kind, on every backend.
 pub const RAW_TABLES: [&str; 4] = ["search_events", "index_events", "open_events", "project_snapshots"];
 
+/// The plain tables the plugin writes its events and their rollups into on
+/// every backend (TimescaleDB's continuous aggregates and the alerting
+/// tables aside): everything a test on a shared database must empty.
+pub const DATA_TABLES: [&str; 16] = [
+    "search_events",
+    "index_events",
+    "open_events",
+    "project_snapshots",
+    "ingest_progress",
+    "rollup_dirty",
+    "usage_dirty",
+    "click_pairs",
+    "search_keys",
+    "open_keys",
+    "user_rollup_1h",
+    "user_rollup_1d",
+    "query_rollup_1h",
+    "query_rollup_1d",
+    "file_rollup_1h",
+    "file_rollup_1d",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {

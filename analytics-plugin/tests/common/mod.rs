@@ -11,29 +11,6 @@ use context_analytics::storage::{
     self, Backend, InsertMethod, RetentionConfig, Storage, StorageConfig, TimescaleMode,
 };
 
-/// The plain tables the plugin writes its events and their rollups into on
-/// every backend (TimescaleDB's continuous aggregates and the alerting
-/// tables aside): what a test on the shared TimescaleDB server empties.
-#[allow(dead_code)] // the alerting suite resets its own tables
-pub const DATA_TABLES: [&str; 16] = [
-    "search_events",
-    "index_events",
-    "open_events",
-    "project_snapshots",
-    "ingest_progress",
-    "rollup_dirty",
-    "usage_dirty",
-    "click_pairs",
-    "search_keys",
-    "open_keys",
-    "user_rollup_1h",
-    "user_rollup_1d",
-    "query_rollup_1h",
-    "query_rollup_1d",
-    "file_rollup_1h",
-    "file_rollup_1d",
-];
-
 pub fn database_url(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests through scripts/test-all.sh, which starts the databases")
