@@ -146,8 +146,8 @@ async fn maintenance(shared: Arc<Shared>) {
 const RELEASE_HEAP_EVERY: Duration = Duration::from_secs(10);
 
 /// Gives the pages glibc's allocator holds free back to the system, every
-/// [`RELEASE_HEAP_EVERY`]. The plugin's database threads allocate and free
-/// large short-lived buffers (multi-row insert arguments, the sorts and
+/// [`RELEASE_HEAP_EVERY`]. The plugin's threads allocate and free large
+/// short-lived buffers (a second of events per write batch, the sorts and
 /// strings of a maintenance run); glibc keeps what is freed in the arena of
 /// the thread that allocated it and returns only the top of each heap, so
 /// at 10,000 events/s resident memory ratcheted up by tens of MB a minute
