@@ -179,17 +179,26 @@ impl HostProcess {
     }
 
     /// CPU time the process has used so far (user + system), from
-    /// `/proc/PID/stat` (fields 14 and 15, in USER_HZ = 100 ticks/s).
+    /// `/proc/PID/stat`.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // The command name may hold spaces: count fields after its ')'.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("bad /proc stat"))?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> anyhow::Result<f64> {
-            Ok(fields.get(i).ok_or_else(|| anyhow!("short stat"))?.parse()?)
-        };
-        // fields[0] is field 3 (state): utime is field 14, stime 15.
-        Ok((ticks(11)? + ticks(12)?) / 100.0)
+        Ok(stat_cpu(&fs::read_to_string(format!("/proc/{}/stat", self.pid()))?)?.1)
+    }
+
+    /// CPU time the analytics plugin's own threads have used so far: its
+    /// runtime's (`analytics-rt`, the SQLite event writer runs there) and
+    /// sqlx's SQLite workers (queries, maintenance). What the plugin costs
+    /// on the host's own threads (hooks, middleware) is not in it.
+    pub fn plugin_cpu_seconds(&self) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for task in fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            // A thread that ended since the listing is skipped.
+            let Ok(stat) = fs::read_to_string(task?.path().join("stat")) else { continue };
+            let (name, seconds) = stat_cpu(&stat)?;
+            if name.starts_with("analytics-rt") || name.starts_with("sqlx-sqlite") {
+                total += seconds;
+            }
+        }
+        Ok(total)
     }
 
     /// Waits for the first index of every project.
@@ -337,4 +346,18 @@ mod tests {
         assert!((slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) - 2.0).abs() < 1e-12);
         assert_eq!(slope(&[(0.0, 1.0)]), 0.0);
     }
+}
+
+/// The command name and CPU time (user + system) in a `/proc/…/stat` line:
+/// fields 2, 14 and 15, in USER_HZ = 100 ticks/s.
+fn stat_cpu(stat: &str) -> anyhow::Result<(&str, f64)> {
+    // The command name may hold spaces: count fields after its ')'.
+    let (head, rest) = stat.rsplit_once(')').ok_or_else(|| anyhow!("bad /proc stat"))?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).ok_or_else(|| anyhow!("short stat"))?.parse()?)
+    };
+    // fields[0] is field 3 (state): utime is field 14, stime 15.
+    Ok((name, (ticks(11)? + ticks(12)?) / 100.0))
 }

@@ -1,11 +1,20 @@
 //! Benchmark 2: host search throughput and p99 latency with the analytics
 //! plugin enabled against disabled — same binary, same library, same corpus,
 //! same run. Two hosts run side by side (the plugin `enabled = true` in one,
-//! `false` in the other) and take turns: every round loads each for the
-//! same time with the same closed-loop workload (fixed connections, same
-//! seed), in alternating order (on-off, off-on, …) so drift hits both
-//! alike. The enabled host's plugin drains its queue before either runs.
-//! Figures are medians over rounds, and the ratios of those medians.
+//! `false` in the other) and take turns, in alternating order (on-off,
+//! off-on, …) so drift hits both alike. The enabled host's plugin drains
+//! its queue before either runs. Figures are medians over rounds, and the
+//! ratios of those medians.
+//!
+//! Both hosts do the same work: a closed loop (fixed connections, each
+//! sending its next request when the last is answered) with the same seed
+//! and the same number of requests on each connection, so each connection
+//! sends the same requests in the same order to both and a round is timed,
+//! not cut at a time. (Cut at a time, the faster host reaches further into
+//! the sequence: other cache misses, other scans, and rounds of one build
+//! differed by ±15%.) The disabled host's time-bounded warm-up sets the
+//! counts: the enabled host then warms up with exactly its requests, and a
+//! round is `--seconds` at the rate the disabled host reached.
 //!
 //! Two workload mixes, each after a warm-up that brings the caches to a
 //! steady state:
@@ -43,9 +52,10 @@ pub struct ThroughputArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mix::Realistic, Mix::Hot])]
     pub mix: Vec<Mix>,
     /// Rounds per mix; each measures both hosts once.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 10)]
     pub rounds: usize,
-    /// Seconds of load per host per round.
+    /// Length of a round per host, at the rate the disabled host reached
+    /// in its warm-up (rounds are counted in requests: see the module docs).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Seconds of unmeasured load per host before each mix's rounds.
@@ -79,24 +89,36 @@ struct Measured {
     /// CPU time of the host process per request (user + system), from
     /// just before its load to when its plugin's queue was empty again.
     cpu_us_per_request: f64,
+    /// Of that, the plugin's own threads (zero when it is disabled).
+    plugin_cpu_us_per_request: f64,
 }
 
 #[derive(Debug, Serialize)]
 struct MixFigures {
     mix: Mix,
+    /// Requests each connection sends to each host in a round.
+    requests_per_connection: u64,
     rounds: Vec<Round>,
     median_rps_enabled: f64,
     median_rps_disabled: f64,
     median_p99_ms_enabled: f64,
     median_p99_ms_disabled: f64,
-    /// Goal: at least 0.97.
+    /// Goal: at least 0.97. The ratio of the medians.
     throughput_ratio: f64,
-    /// Goal: at most 1.05.
+    /// Goal: at most 1.05. The ratio of the medians.
     p99_ratio: f64,
+    /// The median over rounds of each round's enabled/disabled ratio: the
+    /// two runs of a round did the same requests back to back, so their
+    /// ratio is free of the drift between rounds (caches still filling,
+    /// other load on the machine).
+    median_round_throughput_ratio: f64,
+    median_round_p99_ratio: f64,
     /// Host CPU per request, medians over rounds: the plugin's cost even
     /// when the machine has cores to spare.
     median_cpu_us_per_request_enabled: f64,
     median_cpu_us_per_request_disabled: f64,
+    /// The enabled host's plugin threads alone.
+    median_plugin_threads_cpu_us_per_request: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,13 +136,23 @@ struct Figures {
 }
 
 impl Mix {
-    fn load(self, host: &HostProcess, seconds: f64, connections: usize, seed: u64) -> LoadConfig {
+    /// `seconds` bounds the run; with `quotas` (one per connection) the run
+    /// ends when they are sent, and a run the time bound cut is an error.
+    fn load(
+        self,
+        host: &HostProcess,
+        seconds: f64,
+        connections: usize,
+        seed: u64,
+        quotas: &[u64],
+    ) -> LoadConfig {
         let base = LoadConfig {
             url: host.url(),
             seconds,
             connections,
             reindex_every: 0.0,
             seed,
+            connection_requests: quotas.to_vec(),
             ..LoadConfig::default()
         };
         match self {
@@ -158,13 +190,18 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
         off.wait_ready().await?;
         let mut mixes = Vec::new();
         for &mix in &args.mix {
-            for host in [&on, &off] {
-                if args.warmup > 0.0 {
-                    on.wait_plugin_idle().await?;
-                    checked(loadgen::run(&mix.load(host, args.warmup, args.connections, 0)).await?, host)?;
-                }
-            }
-            mixes.push(measure_mix(args, mix, &on, &off).await?);
+            // The disabled host's warm-up sets the work: the enabled host
+            // warms up with the same requests, and a round is `seconds` at
+            // the disabled host's rate.
+            let warmup = mix.load(&off, args.warmup.max(1.0), args.connections, 0, &[]);
+            let reference = checked(loadgen::run(&warmup).await?, &off)?;
+            on.wait_plugin_idle().await?;
+            let same = mix.load(&on, bound(args.warmup), args.connections, 0, &reference.per_connection);
+            all_sent(loadgen::run(&same).await?, &on)?;
+            let per_connection = (reference.requests_per_second * args.seconds / args.connections as f64)
+                .ceil()
+                .max(1.0) as u64;
+            mixes.push(measure_mix(args, mix, &on, &off, per_connection).await?);
         }
         anyhow::Ok((mixes, on.plugin_events().await?))
     })?;
@@ -196,8 +233,9 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
     }
     for m in &figures.mixes {
         println!(
-            "  {:?} mix: enabled median {:.0} req/s, p99 {:.3} ms; disabled median {:.0} req/s, p99 {:.3} ms\n    throughput ratio {:.3} (goal >= 0.97: {})   p99 ratio {:.3} (goal <= 1.05: {})",
+            "  {:?} mix ({} requests per connection and round): enabled median {:.0} req/s, p99 {:.3} ms; disabled median {:.0} req/s, p99 {:.3} ms\n    throughput ratio {:.3} (goal >= 0.97: {})   p99 ratio {:.3} (goal <= 1.05: {})",
             m.mix,
+            m.requests_per_connection,
             m.median_rps_enabled,
             m.median_p99_ms_enabled,
             m.median_rps_disabled,
@@ -208,14 +246,28 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
             verdict(m.p99_ratio <= 1.05),
         );
         println!(
-            "    host CPU per request: enabled {:.1} us, disabled {:.1} us (the plugin: {:+.1} us)",
+            "    per-round ratios, median: throughput {:.3} (goal >= 0.97: {})   p99 {:.3} (goal <= 1.05: {})",
+            m.median_round_throughput_ratio,
+            verdict(m.median_round_throughput_ratio >= 0.97),
+            m.median_round_p99_ratio,
+            verdict(m.median_round_p99_ratio <= 1.05),
+        );
+        println!(
+            "    host CPU per request: enabled {:.1} us, disabled {:.1} us (difference {:+.1} us; the plugin's own threads {:.1} us)",
             m.median_cpu_us_per_request_enabled,
             m.median_cpu_us_per_request_disabled,
             m.median_cpu_us_per_request_enabled - m.median_cpu_us_per_request_disabled,
+            m.median_plugin_threads_cpu_us_per_request,
         );
     }
     println!("  the enabled host's plugin received {} events", figures.plugin_events_received);
     args.common.emit(&figures)
+}
+
+/// A time bound for a run of `seconds` counted in requests: long enough
+/// for a host several times slower, short enough to end a stuck run.
+fn bound(seconds: f64) -> f64 {
+    seconds * 10.0 + 60.0
 }
 
 async fn measure_mix(
@@ -223,7 +275,9 @@ async fn measure_mix(
     mix: Mix,
     on: &HostProcess,
     off: &HostProcess,
+    per_connection: u64,
 ) -> anyhow::Result<MixFigures> {
+    let quotas = vec![per_connection; args.connections];
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
         let order = if round % 2 == 0 { [on, off] } else { [off, on] };
@@ -231,28 +285,35 @@ async fn measure_mix(
         for host in order {
             on.wait_plugin_idle().await?;
             let cpu_before = host.cpu_seconds()?;
-            let config = mix.load(host, args.seconds, args.connections, 1 + round as u64);
-            let report = checked(loadgen::run(&config).await?, host)?;
+            let plugin_cpu_before = host.plugin_cpu_seconds()?;
+            let config = mix.load(host, bound(args.seconds), args.connections, 1 + round as u64, &quotas);
+            let report = all_sent(loadgen::run(&config).await?, host)?;
             // The plugin's work on these requests ends when its queue is
             // written out.
             on.wait_plugin_idle().await?;
-            let cpu_us = (host.cpu_seconds()? - cpu_before) * 1e6 / report.requests.max(1) as f64;
+            let per_request = |seconds: f64| seconds * 1e6 / report.requests.max(1) as f64;
+            let cpu_us = per_request(host.cpu_seconds()? - cpu_before);
+            let plugin_cpu_us = per_request(host.plugin_cpu_seconds()? - plugin_cpu_before);
             eprintln!(
-                "bench: {mix:?} round {} plugin {:<8} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cache hits {:.1}%  host CPU {:.1} us/request",
+                "bench: {mix:?} round {} plugin {:<8} {} requests in {:.2} s: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cache hits {:.1}%  host CPU {:.1} us/request (plugin threads {:.1})",
                 round + 1,
                 if host.label == "on" { "enabled" } else { "disabled" },
+                report.requests,
+                report.seconds,
                 report.requests_per_second,
                 report.latency_ms.p50,
                 report.latency_ms.p99,
                 100.0 * hits(&report) as f64 / report.searches.max(1) as f64,
                 cpu_us,
+                plugin_cpu_us,
             );
-            results.push((host.label.clone(), report, cpu_us));
+            results.push((host.label.clone(), report, cpu_us, plugin_cpu_us));
         }
         let pick = |label: &str| {
-            let (_, r, cpu_us) = results.iter().find(|(l, _, _)| l == label).expect("both ran");
+            let (_, r, cpu_us, plugin_cpu_us) = results.iter().find(|(l, ..)| l == label).expect("both ran");
             Measured {
                 cpu_us_per_request: *cpu_us,
+                plugin_cpu_us_per_request: *plugin_cpu_us,
                 requests_per_second: r.requests_per_second,
                 p50_ms: r.latency_ms.p50,
                 p99_ms: r.latency_ms.p99,
@@ -267,8 +328,12 @@ async fn measure_mix(
     let (rps_on, rps_off) = (med(|r| r.enabled.requests_per_second), med(|r| r.disabled.requests_per_second));
     let (p99_on, p99_off) = (med(|r| r.enabled.p99_ms), med(|r| r.disabled.p99_ms));
     let (cpu_on, cpu_off) = (med(|r| r.enabled.cpu_us_per_request), med(|r| r.disabled.cpu_us_per_request));
+    let plugin_threads = med(|r| r.enabled.plugin_cpu_us_per_request);
+    let round_rps_ratio = med(|r| r.enabled.requests_per_second / r.disabled.requests_per_second);
+    let round_p99_ratio = med(|r| r.enabled.p99_ms / r.disabled.p99_ms);
     Ok(MixFigures {
         mix,
+        requests_per_connection: per_connection,
         rounds,
         median_rps_enabled: rps_on,
         median_rps_disabled: rps_off,
@@ -276,13 +341,32 @@ async fn measure_mix(
         median_p99_ms_disabled: p99_off,
         throughput_ratio: rps_on / rps_off,
         p99_ratio: p99_on / p99_off,
+        median_round_throughput_ratio: round_rps_ratio,
+        median_round_p99_ratio: round_p99_ratio,
         median_cpu_us_per_request_enabled: cpu_on,
         median_cpu_us_per_request_disabled: cpu_off,
+        median_plugin_threads_cpu_us_per_request: plugin_threads,
     })
 }
 
 fn hits(report: &Report) -> u64 {
     report.cache.l1 + report.cache.l2 + report.cache.l3
+}
+
+/// A run given per-connection quotas that ended before sending them did
+/// not do the same work as the run it is compared with: an error.
+fn all_sent(report: Report, host: &HostProcess) -> anyhow::Result<Report> {
+    let report = checked(report, host)?;
+    if report.stopped_by != "quota" {
+        anyhow::bail!(
+            "load against host '{}' stopped by {} after {} requests in {:.1} s, before its quotas were sent",
+            host.label,
+            report.stopped_by,
+            report.requests,
+            report.seconds
+        );
+    }
+    Ok(report)
 }
 
 /// A run with failed requests measures nothing: it is an error.

@@ -125,6 +125,12 @@ pub struct LoadConfig {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exactly this many requests (searches and opens) on each connection,
+    /// in order (benchmarks: two hosts given the same quotas and seed get
+    /// the same requests, whatever their speed); empty: no quota. The time
+    /// and `max_requests` limits still apply.
+    #[arg(skip)]
+    pub connection_requests: Vec<u64>,
 }
 
 impl Default for LoadConfig {
@@ -167,6 +173,13 @@ impl LoadConfig {
         if self.users == 0 || self.vocabulary == 0 {
             bail!("--users and --vocabulary must be at least 1");
         }
+        if !self.connection_requests.is_empty() && self.connection_requests.len() != self.connections {
+            bail!(
+                "{} per-connection quotas for {} connections",
+                self.connection_requests.len(),
+                self.connections
+            );
+        }
         Ok(())
     }
 }
@@ -194,8 +207,11 @@ pub struct Report {
     pub first_failure: Option<String>,
     /// Over every search and open.
     pub latency_ms: Quantiles,
-    /// `time` or `count`.
+    /// `time`, `count` or `quota`.
     pub stopped_by: String,
+    /// Requests sent on each connection, in order (the quotas that make
+    /// another run send the same requests).
+    pub per_connection: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -294,15 +310,21 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     });
     let mut rng = Rng::new(config.seed);
     let mut tasks = Vec::new();
-    for _ in 0..config.connections {
-        tasks.push(tokio::spawn(connection(shared.clone(), rng.fork())));
+    for index in 0..config.connections {
+        let quota = config.connection_requests.get(index).copied();
+        tasks.push(tokio::spawn(connection(shared.clone(), rng.fork(), quota)));
     }
     if config.reindex_every > 0.0 {
         tasks.push(tokio::spawn(reindexer(shared.clone(), rng.fork())));
     }
     let mut stats = Stats::default();
-    for task in tasks {
-        stats.merge(task.await.context("a load task failed")?);
+    let mut per_connection = Vec::new();
+    for (index, task) in tasks.into_iter().enumerate() {
+        let task = task.await.context("a load task failed")?;
+        if index < config.connections {
+            per_connection.push(task.sent);
+        }
+        stats.merge(task);
     }
     let seconds = started.elapsed().as_secs_f64();
     let answered = stats.answered;
@@ -328,12 +350,16 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
             max: stats.latency.max_ms(),
             mean: stats.latency.mean_ms(),
         },
-        stopped_by: if shared.reserved.load(Ordering::Relaxed) >= config.max_requests {
+        stopped_by: if !config.connection_requests.is_empty() && per_connection == config.connection_requests
+        {
+            "quota"
+        } else if shared.reserved.load(Ordering::Relaxed) >= config.max_requests {
             "count"
         } else {
             "time"
         }
         .to_owned(),
+        per_connection,
     })
 }
 
@@ -449,6 +475,8 @@ fn editable_files(dir: &Path) -> Vec<PathBuf> {
 
 #[derive(Default)]
 struct Stats {
+    /// Requests this connection was allowed to send.
+    sent: u64,
     answered: u64,
     search_ok: u64,
     zero_results: u64,
@@ -502,7 +530,12 @@ impl Stats {
 impl Shared {
     /// Takes one request from the budget, waiting for its slot in rate
     /// mode. False when time or count is used up.
-    async fn pace(&self) -> bool {
+    /// Waits for the next request's turn; false when the run is over (time,
+    /// `max_requests`, or this connection's `quota` of requests `sent`).
+    async fn pace(&self, quota: Option<u64>, sent: &mut u64) -> bool {
+        if quota.is_some_and(|quota| *sent >= quota) {
+            return false;
+        }
         if self.config.rate > 0.0 {
             let slot = {
                 let mut next = self.next_slot.lock();
@@ -519,7 +552,10 @@ impl Shared {
             }
             tokio::time::sleep_until(slot.into()).await;
         }
-        Instant::now() < self.end && self.reserved.fetch_add(1, Ordering::Relaxed) < self.config.max_requests
+        let go = Instant::now() < self.end
+            && self.reserved.fetch_add(1, Ordering::Relaxed) < self.config.max_requests;
+        *sent += u64::from(go);
+        go
     }
 
     fn burst(&self, at: Instant) -> BurstKind {
@@ -608,11 +644,11 @@ struct FailedSearch {
     search: SearchReply,
 }
 
-async fn connection(shared: Arc<Shared>, mut rng: Rng) -> Stats {
+async fn connection(shared: Arc<Shared>, mut rng: Rng, quota: Option<u64>) -> Stats {
     let mut client = Client::new(shared.addr);
     let mut stats = Stats::default();
     let c = &shared.config;
-    while shared.pace().await {
+    while shared.pace(quota, &mut stats.sent).await {
         let target = &shared.targets[rng.below(shared.targets.len())];
         let user = &shared.users[shared.user_zipf.sample(&mut rng)];
         let burst = shared.burst(Instant::now());
@@ -651,7 +687,10 @@ async fn connection(shared: Arc<Shared>, mut rng: Rng) -> Stats {
             400 => stats.search_errors += 1,
             _ => stats.search_timeouts += 1,
         }
-        if search.results.is_empty() || !rng.chance(c.open_share) || !shared.pace().await {
+        if search.results.is_empty()
+            || !rng.chance(c.open_share)
+            || !shared.pace(quota, &mut stats.sent).await
+        {
             continue;
         }
         // Users mostly open the first results.
