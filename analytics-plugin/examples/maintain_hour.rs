@@ -3,8 +3,10 @@
 //! at `--rate` searches per second, minute by minute, into the hour before the current
 //! one, with maintenance runs dated as if they ran then; times the run
 //! that follows the last minute of writes at a few points of the hour, and
-//! the first run after the hour ended. Prints the figures recorded in
-//! BENCHMARKS.md.
+//! the first run after the hour ended, while a probe writes one event
+//! every 50 ms beside it as the event writer would (the longest of those
+//! writes is how long the run kept the writer waiting). Prints the figures
+//! recorded in BENCHMARKS.md.
 //!
 //! ```text
 //! cargo run --release -p context-analytics --example maintain_hour -- --url sqlite:///tmp/maintain-hour.db --rate 1000
@@ -122,8 +124,42 @@ fn main() {
         written += write_minute(m);
     }
     maintain(hour + 59 * MINUTE + 1_000_000);
-    let (ms, report) = maintain(hour + HOUR + 1_000_000);
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let (ms, report, probe) = std::thread::scope(|scope| {
+        let probe = scope.spawn(|| {
+            let (mut writes, mut failed, mut longest) = (0u64, 0u64, 0f64);
+            let mut seq = 0;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                seq += 1;
+                let row = Row {
+                    id: EventId { boot_id: 2, seq },
+                    data: RowData::Open(OpenRow {
+                        time_us: hour + HOUR + seq,
+                        project: "alpha".into(),
+                        user_id: "probe".into(),
+                        path: "src/probe.rs".into(),
+                        rank: 1,
+                        search_id: format!("probe-{seq}"),
+                    }),
+                };
+                let started = Instant::now();
+                let result = runtime.block_on(store.write("probe", &RowBatch::from_rows(2, vec![row])));
+                longest = longest.max(started.elapsed().as_secs_f64() * 1000.0);
+                writes += 1;
+                failed += u64::from(result.is_err());
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            (writes, failed, longest)
+        });
+        let (ms, report) = maintain(hour + HOUR + 1_000_000);
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        (ms, report, probe.join().unwrap())
+    });
     println!("first run after the hour ended ({written} events): {ms:.1} ms ({report:?})");
+    println!(
+        "  beside it: {} probe writes, {} failed (timed out), the longest took {:.1} ms",
+        probe.0, probe.1, probe.2
+    );
     let (ms, report) = maintain(hour + HOUR + MINUTE);
     println!("next run, nothing new: {ms:.1} ms ({report:?})");
     runtime.block_on(store.close());

@@ -332,6 +332,108 @@ async fn futures_join(store: Arc<dyn Storage>) -> Vec<Result<(), String>> {
     vec![a.await.unwrap(), b.await.unwrap()]
 }
 
+/// An hour with more rows per usage rollup than SQLite writes in one of a
+/// run's pieces: every row arrives, once, and the run's markers go.
+async fn large_hour_rolls_up_exactly(backend: Backend) {
+    let store = fresh(backend, "large_hour").await;
+    let hour = (now_us() / HOUR - 2) * HOUR;
+    let (searches, queries) = (12_000i64, 9_000i64);
+    let mut data = Vec::new();
+    for i in 0..searches {
+        let time_us = hour + i * (HOUR / searches);
+        let project = ["p1", "p2", "p3"][(i % 3) as usize];
+        let RowData::Search(mut row) = search(time_us, project, &format!("u{}", i % 12), 1_000_000, 2, "ok")
+        else {
+            unreachable!()
+        };
+        row.query = Some(format!("q{}", i % queries));
+        data.push(RowData::Search(row));
+        if i % 3 == 0 {
+            data.push(RowData::Open(OpenRow {
+                time_us: time_us + 1,
+                project: project.into(),
+                user_id: format!("u{}", i % 12),
+                path: "src/a.rs".into(),
+                rank: 1,
+                search_id: format!("s-{time_us}"),
+            }));
+        }
+    }
+    let rows = numbered(1, 1, data);
+    for chunk in rows.chunks(2_000) {
+        store.write("large", &RowBatch::from_rows(1, chunk.to_vec())).await.unwrap();
+    }
+    store.maintain(now_us()).await.unwrap();
+    // Times are integers (µs) on SQLite, timestamptz on PostgreSQL.
+    let at = |us: i64| match backend {
+        Backend::Sqlite => us.to_string(),
+        _ => format!("to_timestamp({us}::double precision / 1000000)"),
+    };
+    let within = format!("time >= {} AND time < {}", at(hour), at(hour + HOUR));
+    let bucket = format!("bucket = {}", at(hour));
+    assert_eq!(count(&*store, &format!("SELECT count(*) FROM search_keys WHERE {within}")).await, searches);
+    assert_eq!(count(&*store, &format!("SELECT count(*) FROM open_keys WHERE {within}")).await, searches / 3);
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(searches) FROM user_rollup_1h WHERE {bucket}")).await,
+        searches
+    );
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(opens) FROM user_rollup_1h WHERE {bucket}")).await,
+        searches / 3
+    );
+    assert_eq!(
+        count(&*store, &format!("SELECT count(*) FROM query_rollup_1h WHERE {bucket}")).await,
+        queries
+    );
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(searches) FROM query_rollup_1h WHERE {bucket}")).await,
+        searches
+    );
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(opens) FROM query_rollup_1h WHERE {bucket}")).await,
+        searches / 3
+    );
+    // Two result paths per search, and the opens of the first.
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(returned) FROM file_rollup_1h WHERE {bucket}")).await,
+        2 * searches
+    );
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(opened) FROM file_rollup_1h WHERE {bucket}")).await,
+        searches / 3
+    );
+    assert_eq!(count(&*store, "SELECT count(*) FROM usage_dirty").await, 0);
+    assert_eq!(count(&*store, "SELECT count(*) FROM rollup_dirty").await, 0);
+    // A second run finds nothing to do and changes nothing.
+    store.maintain(now_us()).await.unwrap();
+    assert_eq!(count(&*store, &format!("SELECT count(*) FROM search_keys WHERE {within}")).await, searches);
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(searches) FROM query_rollup_1h WHERE {bucket}")).await,
+        searches
+    );
+    // A late event marks the hour again: its old rows go (in pieces on
+    // SQLite) and it is recomputed whole.
+    let late = search(hour + HOUR / 2 + 7, "p1", "u0", 1_000_000, 2, "ok");
+    store
+        .write("large", &RowBatch::from_rows(1, numbered(1, rows.len() as i64 + 1, vec![late])))
+        .await
+        .unwrap();
+    store.maintain(now_us()).await.unwrap();
+    assert_eq!(
+        count(&*store, &format!("SELECT count(*) FROM search_keys WHERE {within}")).await,
+        searches + 1
+    );
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(searches) FROM user_rollup_1h WHERE {bucket}")).await,
+        searches + 1
+    );
+    assert_eq!(
+        count(&*store, &format!("SELECT sum(returned) FROM file_rollup_1h WHERE {bucket}")).await,
+        2 * searches + 2
+    );
+    assert_eq!(count(&*store, "SELECT count(*) FROM rollup_dirty").await, 0);
+}
+
 /// The TimescaleDB test server takes one connection and has one database:
 /// its tests take turns.
 static TIMESCALE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -364,6 +466,12 @@ macro_rules! suite {
             async fn retention_drops_what_expired() {
                 let _turn = turn($backend).await;
                 retention_is_applied($backend).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_large_hour_rolls_up_exactly() {
+                let _turn = turn($backend).await;
+                large_hour_rolls_up_exactly($backend).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

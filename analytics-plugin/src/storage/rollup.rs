@@ -312,6 +312,11 @@ pub struct Step {
     pub binds: Vec<i64>,
     /// Whether its affected rows count as removed by retention.
     pub retention: bool,
+    /// It recomputes the usage rollups of complete hours (or their keys and
+    /// click pairs) for ranges the run's markers still mark dirty: it may
+    /// run before the run's last transaction, in pieces (SQLite), since
+    /// readers take those hours from raw events until the markers go.
+    pub usage: bool,
 }
 
 /// What one maintenance run does: see [`plan`].
@@ -321,11 +326,13 @@ pub struct Plan {
     pub ranges: usize,
     /// Ranges of whole, complete hours recomputed in the usage rollups.
     pub usage_ranges: usize,
-    /// The statements, in order, in one transaction.
+    /// The statements, in order: in one transaction, but for the `usage`
+    /// ones SQLite runs before it (see [`Step::usage`]).
     pub steps: Vec<Step>,
 }
 
-/// Everything one maintenance run executes, in order, in one transaction:
+/// Everything one maintenance run executes, in order (in one transaction,
+/// bar the usage steps SQLite writes in pieces before it):
 /// recompute the rollup buckets the dirty ranges touch (clamped to what raw
 /// retention still holds), then delete what every resolution's retention
 /// expired.
@@ -389,19 +396,19 @@ pub fn plan(
     let hours = merge_ranges(hours);
     let days = merge_ranges(hours.iter().map(|&(start, end)| bucket_span(start, end - 1, DAY)).collect());
     let mut steps = Vec::new();
-    let push = |steps: &mut Vec<Step>, sqls: Vec<String>, (start, end): (i64, i64)| {
+    let push = |steps: &mut Vec<Step>, sqls: Vec<String>, (start, end): (i64, i64), usage: bool| {
         for sql in sqls {
-            steps.push(Step { sql, binds: vec![start, end], retention: false });
+            steps.push(Step { sql, binds: vec![start, end], retention: false, usage });
         }
     };
     for &span in &hours {
-        push(&mut steps, usage_key_steps(dialect), span);
+        push(&mut steps, usage_key_steps(dialect), span, true);
     }
     for &span in &hours {
-        push(&mut steps, usage_hour_steps(dialect), span);
+        push(&mut steps, usage_hour_steps(dialect), span, true);
     }
     for &span in &days {
-        push(&mut steps, usage_day_steps(dialect), span);
+        push(&mut steps, usage_day_steps(dialect), span, true);
     }
     let (p1, p2) = dialect.params;
     for &span in &pending {
@@ -409,6 +416,7 @@ pub fn plan(
             &mut steps,
             vec![format!("INSERT INTO usage_dirty (from_time, to_time) VALUES ({p1}, {p2})")],
             span,
+            false,
         );
     }
     for &(from, to) in &ranges {
@@ -419,9 +427,9 @@ pub fn plan(
             let span = bucket_span(from, to, *width);
             for rollup in ROLLUPS {
                 let (delete, insert) = rollup.recompute(level, dialect);
-                push(&mut steps, vec![delete, insert], span);
+                push(&mut steps, vec![delete, insert], span, false);
             }
-            push(&mut steps, histogram_steps(suffix, dialect).to_vec(), span);
+            push(&mut steps, histogram_steps(suffix, dialect).to_vec(), span, false);
         }
     }
     let before = dialect.params.0;
@@ -431,6 +439,7 @@ pub fn plan(
                 sql: format!("DELETE FROM {name}_{suffix} WHERE bucket < {before}"),
                 binds: vec![raw_horizon],
                 retention: true,
+                usage: false,
             });
         }
     }
@@ -438,12 +447,14 @@ pub fn plan(
         sql: format!("DELETE FROM click_pairs WHERE search_time < {before} OR open_time < {before}"),
         binds: vec![raw_horizon],
         retention: true,
+        usage: false,
     });
     for table in ["search_keys", "open_keys"] {
         steps.push(Step {
             sql: format!("DELETE FROM {table} WHERE time < {before}"),
             binds: vec![raw_horizon],
             retention: true,
+            usage: false,
         });
     }
     let plan = |steps| Plan { ranges: ranges.len(), usage_ranges: hours.len(), steps };
@@ -455,6 +466,7 @@ pub fn plan(
             sql: format!("DELETE FROM {table} WHERE time < {before}"),
             binds: vec![raw_horizon],
             retention: true,
+            usage: false,
         });
     }
     let names = ROLLUPS.iter().map(|r| r.name).chain(["search_histogram"]);
@@ -466,6 +478,7 @@ pub fn plan(
                 sql: format!("DELETE FROM {name}_{suffix} WHERE bucket < {before}"),
                 binds: vec![horizon(days)],
                 retention: true,
+                usage: false,
             });
         }
     }
