@@ -132,7 +132,9 @@ async fn maintenance(shared: Arc<Shared>) {
         }
         match shared.storage.maintain(now_us()).await {
             Ok(report) => {
-                shared.pipeline.storage_health.lock().last_maintenance_at_us = Some(now_us());
+                if report.ran {
+                    shared.pipeline.storage_health.lock().last_maintenance_at_us = Some(now_us());
+                }
                 if report.rows_deleted > 0 {
                     shared.logger.info(&format!("retention removed {} expired rows", report.rows_deleted));
                 }

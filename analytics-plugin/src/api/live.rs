@@ -207,7 +207,10 @@ async fn refresh_rollups(shared: &Arc<Shared>) {
         let empty_at = EMPTY_AT_US.load(Ordering::Relaxed).max(now) + 10 * took;
         EMPTY_AT_US.store(empty_at, Ordering::Relaxed);
         match result {
-            Ok(_) => shared.pipeline.storage_health.lock().last_maintenance_at_us = Some(now),
+            Ok(report) if report.ran => {
+                shared.pipeline.storage_health.lock().last_maintenance_at_us = Some(now)
+            }
+            Ok(_) => {}
             Err(e) => shared.logger.warn(&format!("rollup refresh for the live page failed: {e}")),
         }
         RUNNING.store(false, Ordering::Release);

@@ -345,7 +345,8 @@ pub struct MaintenanceReport {
     /// (from `rollup_dirty` and `usage_dirty`).
     pub usage_ranges: usize,
     pub rows_deleted: u64,
-    /// False when another instance held the maintenance lock.
+    /// False when another run held the maintenance lock (another instance
+    /// on PostgreSQL, another run in this process on SQLite).
     pub ran: bool,
 }
 

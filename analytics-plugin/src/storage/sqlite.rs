@@ -33,7 +33,8 @@ pub struct SqliteStorage {
     write_timeout: Duration,
     retention: RetentionConfig,
     /// One maintenance run at a time (the task and the live page both
-    /// start runs): a run's pieces are transactions of their own.
+    /// start runs; a run's pieces are transactions of their own): a run
+    /// that finds one going does not run.
     maintenance: tokio::sync::Mutex<()>,
 }
 
@@ -454,7 +455,12 @@ impl Storage for SqliteStorage {
     }
 
     async fn maintain(&self, now_us: i64) -> Result<MaintenanceReport, StorageError> {
-        let _one_run = self.maintenance.lock().await;
+        // A run already going (the task's or the live page's) does what
+        // this one would: like another instance holding PostgreSQL's
+        // maintenance lock, this one does not run.
+        let Ok(_one_run) = self.maintenance.try_lock() else {
+            return Ok(MaintenanceReport::default());
+        };
         let mut report = MaintenanceReport { ran: true, ..Default::default() };
         // The markers are read now and deleted by the run's last
         // transaction: until then readers take their ranges from raw
