@@ -295,6 +295,18 @@ pub fn median(values: &[f64]) -> f64 {
     if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
 }
 
+/// The quartiles (25th and 75th percentiles, nearest rank) of `values`:
+/// how far apart rounds of one benchmark fell.
+pub fn quartiles(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    (at(0.25), at(0.75))
+}
+
 /// Least-squares slope of `(x, y)` points (y per unit of x).
 pub fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;

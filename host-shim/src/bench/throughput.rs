@@ -28,7 +28,7 @@
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::{Common, HostProcess, load_average, make_corpus, median, verdict, warn_if_busy};
+use super::{Common, HostProcess, load_average, make_corpus, median, quartiles, verdict, warn_if_busy};
 use crate::workload::loadgen::{self, LoadConfig, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -51,12 +51,14 @@ pub struct ThroughputArgs {
     /// Workload mixes to measure, in this order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mix::Realistic, Mix::Hot])]
     pub mix: Vec<Mix>,
-    /// Rounds per mix; each measures both hosts once.
-    #[arg(long, default_value_t = 10)]
+    /// Rounds per mix; each measures both hosts once. Many short rounds:
+    /// each pair runs back to back, so the slow swings of a shared machine
+    /// hit both hosts of a round alike.
+    #[arg(long, default_value_t = 20)]
     pub rounds: usize,
     /// Length of a round per host, at the rate the disabled host reached
     /// in its warm-up (rounds are counted in requests: see the module docs).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 4.0)]
     pub seconds: f64,
     /// Seconds of unmeasured load per host before each mix's rounds.
     #[arg(long, default_value_t = 20.0)]
@@ -112,6 +114,8 @@ struct MixFigures {
     /// ratio is free of the drift between rounds (caches still filling,
     /// other load on the machine).
     median_round_throughput_ratio: f64,
+    /// The 25th and 75th percentiles of the per-round throughput ratios.
+    round_throughput_ratio_quartiles: (f64, f64),
     median_round_p99_ratio: f64,
     /// Host CPU per request, medians over rounds: the plugin's cost even
     /// when the machine has cores to spare.
@@ -246,9 +250,11 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
             verdict(m.p99_ratio <= 1.05),
         );
         println!(
-            "    per-round ratios, median: throughput {:.3} (goal >= 0.97: {})   p99 {:.3} (goal <= 1.05: {})",
+            "    per-round ratios, median: throughput {:.3} (goal >= 0.97: {}; quartiles {:.3}-{:.3})   p99 {:.3} (goal <= 1.05: {})",
             m.median_round_throughput_ratio,
             verdict(m.median_round_throughput_ratio >= 0.97),
+            m.round_throughput_ratio_quartiles.0,
+            m.round_throughput_ratio_quartiles.1,
             m.median_round_p99_ratio,
             verdict(m.median_round_p99_ratio <= 1.05),
         );
@@ -329,7 +335,9 @@ async fn measure_mix(
     let (p99_on, p99_off) = (med(|r| r.enabled.p99_ms), med(|r| r.disabled.p99_ms));
     let (cpu_on, cpu_off) = (med(|r| r.enabled.cpu_us_per_request), med(|r| r.disabled.cpu_us_per_request));
     let plugin_threads = med(|r| r.enabled.plugin_cpu_us_per_request);
-    let round_rps_ratio = med(|r| r.enabled.requests_per_second / r.disabled.requests_per_second);
+    let round_rps_ratios: Vec<f64> =
+        rounds.iter().map(|r| r.enabled.requests_per_second / r.disabled.requests_per_second).collect();
+    let round_rps_ratio = median(&round_rps_ratios);
     let round_p99_ratio = med(|r| r.enabled.p99_ms / r.disabled.p99_ms);
     Ok(MixFigures {
         mix,
@@ -342,6 +350,7 @@ async fn measure_mix(
         throughput_ratio: rps_on / rps_off,
         p99_ratio: p99_on / p99_off,
         median_round_throughput_ratio: round_rps_ratio,
+        round_throughput_ratio_quartiles: quartiles(&round_rps_ratios),
         median_round_p99_ratio: round_p99_ratio,
         median_cpu_us_per_request_enabled: cpu_on,
         median_cpu_us_per_request_disabled: cpu_off,
