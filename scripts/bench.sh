@@ -51,7 +51,7 @@ if $smoke; then
         --url "sqlite://$work_abs/api.db" --events 20000 --runs 3
     step "2. throughput, plugin enabled against disabled"
     $host bench throughput --plugin $so --workdir "$work" \
-        --files 200 --rounds 2 --seconds 2 --warmup 1 --connections 4
+        --files 200 --pairs 1 --rounds 2 --seconds 2 --warmup 1 --connections 4
     step "5. /metrics with 50 projects"
     $host bench scrape --plugin $so --workdir "$work" --files 150 --load-seconds 2 --scrapes 5
     step "6. plugin memory"

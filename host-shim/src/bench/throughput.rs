@@ -4,7 +4,15 @@
 //! `false` in the other) and take turns, in alternating order (on-off,
 //! off-on, …) so drift hits both alike. The enabled host's plugin drains
 //! its queue before either runs. Figures are medians over rounds, and the
-//! ratios of those medians.
+//! ratios of those medians, and the median of the rounds' own ratios.
+//!
+//! All of that is repeated for `--pairs` pairs of processes, started
+//! afresh one after the other: a host process's own speed on scan-heavy
+//! work differs from the next one's by up to ±10%, consistently over all
+//! its rounds (measured; the cause is not known — where its index landed
+//! in memory is the likely one), which one pair cannot tell from the
+//! plugin's cost. Rounds of every pair are pooled, and each
+//! pair's median ratio is printed beside.
 //!
 //! Both hosts do the same work: a closed loop (fixed connections, each
 //! sending its next request when the last is answered) with the same seed
@@ -51,10 +59,16 @@ pub struct ThroughputArgs {
     /// Workload mixes to measure, in this order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mix::Realistic, Mix::Hot])]
     pub mix: Vec<Mix>,
-    /// Rounds per mix; each measures both hosts once. Many short rounds:
-    /// each pair runs back to back, so the slow swings of a shared machine
+    /// Pairs of host processes, started afresh one after the other, each
+    /// measured for every mix: a process's own speed differs by up to
+    /// ±10% for scan-heavy work (see the module docs), so one pair of
+    /// processes cannot show a 3% difference.
+    #[arg(long, default_value_t = 3)]
+    pub pairs: usize,
+    /// Rounds per mix and pair; each measures both hosts once. Many short
+    /// rounds: the two runs of a round are back to back, so the slow swings of a shared machine
     /// hit both hosts of a round alike.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 8)]
     pub rounds: usize,
     /// Length of a round per host, at the rate the disabled host reached
     /// in its warm-up (rounds are counted in requests: see the module docs).
@@ -75,6 +89,7 @@ pub struct ThroughputArgs {
 
 #[derive(Debug, Serialize)]
 struct Round {
+    pair: usize,
     round: usize,
     enabled: Measured,
     disabled: Measured,
@@ -98,8 +113,10 @@ struct Measured {
 #[derive(Debug, Serialize)]
 struct MixFigures {
     mix: Mix,
-    /// Requests each connection sends to each host in a round.
-    requests_per_connection: u64,
+    /// Requests each connection sends to each host in a round, per pair.
+    requests_per_connection: Vec<u64>,
+    /// Per pair of processes, the median of its rounds' throughput ratios.
+    pair_round_throughput_ratios: Vec<f64>,
     rounds: Vec<Round>,
     median_rps_enabled: f64,
     median_rps_disabled: f64,
@@ -180,37 +197,52 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
     let corpus = make_corpus(&work.join("corpus"), args.files, args.projects)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugin = &args.common.plugin;
-    let on = HostProcess::start_with(
-        &work.join("host-on"),
-        "on",
-        plugin,
-        true,
-        &corpus.projects,
-        &args.plugin_config,
-    )?;
-    let off = HostProcess::start(&work.join("host-off"), "off", plugin, false, &corpus.projects)?;
-    let (mixes, events) = runtime.block_on(async {
-        on.wait_ready().await?;
-        off.wait_ready().await?;
-        let mut mixes = Vec::new();
-        for &mix in &args.mix {
-            // The disabled host's warm-up sets the work: the enabled host
-            // warms up with the same requests, and a round is `seconds` at
-            // the disabled host's rate.
-            let warmup = mix.load(&off, args.warmup.max(1.0), args.connections, 0, &[]);
-            let reference = checked(loadgen::run(&warmup).await?, &off)?;
-            on.wait_plugin_idle().await?;
-            let same = mix.load(&on, bound(args.warmup), args.connections, 0, &reference.per_connection);
-            all_sent(loadgen::run(&same).await?, &on)?;
-            let per_connection = (reference.requests_per_second * args.seconds / args.connections as f64)
-                .ceil()
-                .max(1.0) as u64;
-            mixes.push(measure_mix(args, mix, &on, &off, per_connection).await?);
-        }
-        anyhow::Ok((mixes, on.plugin_events().await?))
-    })?;
-    on.stop()?;
-    off.stop()?;
+    if args.pairs == 0 || args.rounds == 0 {
+        anyhow::bail!("--pairs and --rounds must be at least 1");
+    }
+    // Per mix: every pair's rounds, and each pair's requests per connection.
+    let mut measured: Vec<(Vec<Round>, Vec<u64>)> = args.mix.iter().map(|_| Default::default()).collect();
+    let mut events = 0;
+    for pair in 0..args.pairs {
+        let on = HostProcess::start_with(
+            &work.join("host-on"),
+            "on",
+            plugin,
+            true,
+            &corpus.projects,
+            &args.plugin_config,
+        )?;
+        let off = HostProcess::start(&work.join("host-off"), "off", plugin, false, &corpus.projects)?;
+        runtime.block_on(async {
+            on.wait_ready().await?;
+            off.wait_ready().await?;
+            for (&mix, (rounds, quotas)) in args.mix.iter().zip(&mut measured) {
+                // The disabled host's warm-up sets the work: the enabled
+                // host warms up with the same requests, and a round is
+                // `seconds` at the disabled host's rate.
+                let warmup = mix.load(&off, args.warmup.max(1.0), args.connections, 0, &[]);
+                let reference = checked(loadgen::run(&warmup).await?, &off)?;
+                on.wait_plugin_idle().await?;
+                let same = mix.load(&on, bound(args.warmup), args.connections, 0, &reference.per_connection);
+                all_sent(loadgen::run(&same).await?, &on)?;
+                let per_connection = (reference.requests_per_second * args.seconds / args.connections as f64)
+                    .ceil()
+                    .max(1.0) as u64;
+                quotas.push(per_connection);
+                rounds.extend(measure_rounds(args, mix, pair, &on, &off, per_connection).await?);
+            }
+            events += on.plugin_events().await?;
+            anyhow::Ok(())
+        })?;
+        on.stop()?;
+        off.stop()?;
+    }
+    let mixes: Vec<MixFigures> = args
+        .mix
+        .iter()
+        .zip(measured)
+        .map(|(&mix, (rounds, quotas))| summarize(mix, rounds, quotas))
+        .collect();
     let figures = Figures {
         benchmark: "throughput",
         files: corpus.files,
@@ -224,9 +256,10 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
         load_average_after: load_average(),
     };
     println!(
-        "throughput ({} files, {} connections, {} rounds x {} s per host and mix; load average {:.2} before, {:.2} after):",
+        "throughput ({} files, {} connections, {} pairs of processes x {} rounds x {} s per host and mix; load average {:.2} before, {:.2} after):",
         figures.files,
         figures.connections,
+        args.pairs,
         args.rounds,
         figures.seconds_per_round,
         figures.load_average_before,
@@ -237,7 +270,7 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
     }
     for m in &figures.mixes {
         println!(
-            "  {:?} mix ({} requests per connection and round): enabled median {:.0} req/s, p99 {:.3} ms; disabled median {:.0} req/s, p99 {:.3} ms\n    throughput ratio {:.3} (goal >= 0.97: {})   p99 ratio {:.3} (goal <= 1.05: {})",
+            "  {:?} mix ({:?} requests per connection and round, by pair): enabled median {:.0} req/s, p99 {:.3} ms; disabled median {:.0} req/s, p99 {:.3} ms\n    throughput ratio {:.3} (goal >= 0.97: {})   p99 ratio {:.3} (goal <= 1.05: {})",
             m.mix,
             m.requests_per_connection,
             m.median_rps_enabled,
@@ -259,6 +292,10 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
             verdict(m.median_round_p99_ratio <= 1.05),
         );
         println!(
+            "    per pair of processes, median of its rounds' ratios: {}",
+            m.pair_round_throughput_ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", "),
+        );
+        println!(
             "    host CPU per request: enabled {:.1} us, disabled {:.1} us (difference {:+.1} us; the plugin's own threads {:.1} us)",
             m.median_cpu_us_per_request_enabled,
             m.median_cpu_us_per_request_disabled,
@@ -276,13 +313,14 @@ fn bound(seconds: f64) -> f64 {
     seconds * 10.0 + 60.0
 }
 
-async fn measure_mix(
+async fn measure_rounds(
     args: &ThroughputArgs,
     mix: Mix,
+    pair: usize,
     on: &HostProcess,
     off: &HostProcess,
     per_connection: u64,
-) -> anyhow::Result<MixFigures> {
+) -> anyhow::Result<Vec<Round>> {
     let quotas = vec![per_connection; args.connections];
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
@@ -301,7 +339,8 @@ async fn measure_mix(
             let cpu_us = per_request(host.cpu_seconds()? - cpu_before);
             let plugin_cpu_us = per_request(host.plugin_cpu_seconds()? - plugin_cpu_before);
             eprintln!(
-                "bench: {mix:?} round {} plugin {:<8} {} requests in {:.2} s: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cache hits {:.1}%  host CPU {:.1} us/request (plugin threads {:.1})",
+                "bench: {mix:?} pair {} round {} plugin {:<8} {} requests in {:.2} s: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cache hits {:.1}%  host CPU {:.1} us/request (plugin threads {:.1})",
+                pair + 1,
                 round + 1,
                 if host.label == "on" { "enabled" } else { "disabled" },
                 report.requests,
@@ -328,8 +367,13 @@ async fn measure_mix(
                 searches: r.searches,
             }
         };
-        rounds.push(Round { round: round + 1, enabled: pick("on"), disabled: pick("off") });
+        rounds.push(Round { pair: pair + 1, round: round + 1, enabled: pick("on"), disabled: pick("off") });
     }
+    Ok(rounds)
+}
+
+/// Medians over every round of every pair, and each pair's own.
+fn summarize(mix: Mix, rounds: Vec<Round>, requests_per_connection: Vec<u64>) -> MixFigures {
     let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
     let (rps_on, rps_off) = (med(|r| r.enabled.requests_per_second), med(|r| r.disabled.requests_per_second));
     let (p99_on, p99_off) = (med(|r| r.enabled.p99_ms), med(|r| r.disabled.p99_ms));
@@ -339,9 +383,21 @@ async fn measure_mix(
         rounds.iter().map(|r| r.enabled.requests_per_second / r.disabled.requests_per_second).collect();
     let round_rps_ratio = median(&round_rps_ratios);
     let round_p99_ratio = med(|r| r.enabled.p99_ms / r.disabled.p99_ms);
-    Ok(MixFigures {
+    let pairs = rounds.iter().map(|r| r.pair).max().unwrap_or(0);
+    let pair_round_throughput_ratios = (1..=pairs)
+        .map(|pair| {
+            let ratios: Vec<f64> = rounds
+                .iter()
+                .filter(|r| r.pair == pair)
+                .map(|r| r.enabled.requests_per_second / r.disabled.requests_per_second)
+                .collect();
+            median(&ratios)
+        })
+        .collect();
+    MixFigures {
         mix,
-        requests_per_connection: per_connection,
+        requests_per_connection,
+        pair_round_throughput_ratios,
         rounds,
         median_rps_enabled: rps_on,
         median_rps_disabled: rps_off,
@@ -355,7 +411,7 @@ async fn measure_mix(
         median_cpu_us_per_request_enabled: cpu_on,
         median_cpu_us_per_request_disabled: cpu_off,
         median_plugin_threads_cpu_us_per_request: plugin_threads,
-    })
+    }
 }
 
 fn hits(report: &Report) -> u64 {
