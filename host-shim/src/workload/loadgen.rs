@@ -211,6 +211,7 @@ pub struct Report {
     pub stopped_by: String,
     /// Requests sent on each connection, in order (the quotas that make
     /// another run send the same requests).
+    #[serde(default)]
     pub per_connection: Vec<u64>,
 }
 
@@ -529,9 +530,8 @@ impl Stats {
 
 impl Shared {
     /// Takes one request from the budget, waiting for its slot in rate
-    /// mode. False when time or count is used up.
-    /// Waits for the next request's turn; false when the run is over (time,
-    /// `max_requests`, or this connection's `quota` of requests `sent`).
+    /// mode. False when the run is over: time, `max_requests`, or this
+    /// connection's `quota` of requests `sent`.
     async fn pace(&self, quota: Option<u64>, sent: &mut u64) -> bool {
         if quota.is_some_and(|quota| *sent >= quota) {
             return false;
