@@ -79,12 +79,14 @@ impl SqliteStorage {
 }
 
 impl SqliteStorage {
-    /// The writer's connection in `writer` (its locked slot), opened if it
-    /// is not.
-    fn open_writer<'a>(
+    /// Runs `work` on the writer's connection, opened if it is not. On an
+    /// error the connection is dropped, whatever state it is in, so the
+    /// next write starts from a new one.
+    fn with_writer<T>(
         &self,
-        writer: &'a mut Option<rusqlite::Connection>,
-    ) -> Result<&'a mut rusqlite::Connection, StorageError> {
+        work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let mut writer = self.writer.lock();
         if writer.is_none() {
             let conn = rusqlite::Connection::open_with_flags(
                 &self.path,
@@ -98,24 +100,22 @@ impl SqliteStorage {
             .map_err(|e| StorageError::Unreachable(format!("cannot open {}: {e}", self.path.display())))?;
             *writer = Some(conn);
         }
-        Ok(writer.as_mut().expect("opened above"))
+        work(writer.as_mut().expect("opened above")).map_err(|e| {
+            writer.take();
+            self.write_error(e)
+        })
     }
 
     fn write_now(&self, instance_id: &str, batch: &RowBatch) -> Result<(), StorageError> {
-        let mut writer = self.writer.lock();
-        let conn = self.open_writer(&mut writer)?;
-        // Give up on statements still running at the deadline, as a write
-        // through the pool would time out.
-        let deadline = std::time::Instant::now() + self.write_timeout;
-        let result = conn
-            .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))
-            .and_then(|()| write_rows(conn, instance_id, batch));
-        let _ = conn.progress_handler(0, None::<fn() -> bool>);
-        result.map_err(|e| {
-            // Whatever state the connection is in, the next write starts
-            // from a new one.
-            writer.take();
-            self.write_error(e)
+        self.with_writer(|conn| {
+            // Give up on statements still running at the deadline, as a
+            // write through the pool would time out.
+            let deadline = std::time::Instant::now() + self.write_timeout;
+            let result = conn
+                .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))
+                .and_then(|()| write_rows(conn, instance_id, batch));
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            result
         })
     }
 
@@ -146,12 +146,12 @@ impl SqliteStorage {
 
     /// Runs a usage step of a maintenance run outside its final
     /// transaction. A `DELETE FROM t WHERE …` deletes [`PIECE_ROWS`] rows
-    /// per transaction; an `INSERT INTO t (…) SELECT …` reads its `SELECT` on a read-only
-    /// connection (a snapshot, no lock: the grouping, which is the cost,
-    /// happens there) and writes the rows through the writer's connection
-    /// [`PIECE_ROWS`] per transaction. In one transaction, an hour-end run
-    /// held the write lock for half a minute at 1,000 events/s, and the
-    /// event writer waited and then spooled.
+    /// per transaction; an `INSERT INTO t (…) SELECT …` reads its `SELECT`
+    /// on a read-only connection (a snapshot, no lock: the grouping, which
+    /// is the cost, happens there) and writes the rows through the
+    /// writer's connection [`PIECE_ROWS`] per transaction. In one
+    /// transaction, an hour-end run held the write lock for half a minute
+    /// at 1,000 events/s, and the event writer waited and then spooled.
     fn run_in_pieces(&self, step: &rollup::Step) -> Result<u64, StorageError> {
         use rusqlite::types::Value;
         let binds: Vec<Value> = step.binds.iter().map(|&b| Value::Integer(b)).collect();
@@ -168,15 +168,8 @@ impl SqliteStorage {
             };
             let mut deleted = 0;
             loop {
-                let mut writer = self.writer.lock();
-                let conn = self.open_writer(&mut writer)?;
-                let n = match conn.execute(&sql, rusqlite::params_from_iter(&binds)) {
-                    Ok(n) => n as u64,
-                    Err(e) => {
-                        writer.take();
-                        return Err(self.write_error(e));
-                    }
-                };
+                let n =
+                    self.with_writer(|conn| conn.execute(&sql, rusqlite::params_from_iter(&binds)))? as u64;
                 deleted += n;
                 if n < PIECE_ROWS as u64 || sql == step.sql {
                     return Ok(deleted);
@@ -186,35 +179,25 @@ impl SqliteStorage {
         let (into, select) = (&step.sql[..=split], &step.sql[split + 2..]);
         let columns = into.rsplit_once('(').map_or(0, |(_, cols)| cols.matches(',').count() + 1);
         let insert = format!("{into} VALUES ({})", vec!["?"; columns].join(", "));
-        let reader = rusqlite::Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .and_then(|conn| {
-            conn.busy_timeout(self.write_timeout)?;
-            Ok(conn)
-        })
-        .map_err(|e| self.write_error(e))?;
-        let mut statement = reader.prepare(select).map_err(|e| self.write_error(e))?;
-        let mut rows =
-            statement.query(rusqlite::params_from_iter(&binds)).map_err(|e| self.write_error(e))?;
+        let read = |e| self.write_error(e);
+        let reader = open_reader(&self.path, self.write_timeout).map_err(read)?;
+        let mut statement = reader.prepare(select).map_err(read)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(&binds)).map_err(read)?;
         let mut piece: Vec<Vec<Value>> = Vec::with_capacity(PIECE_ROWS);
         let mut written = 0;
         loop {
-            let row = rows.next().map_err(|e| self.write_error(e))?;
+            let row = rows.next().map_err(read)?;
             if let Some(row) = row {
                 piece.push(
                     (0..columns)
                         .map(|i| row.get::<_, Value>(i))
                         .collect::<rusqlite::Result<_>>()
-                        .map_err(|e| self.write_error(e))?,
+                        .map_err(read)?,
                 );
             }
             let last = row.is_none();
             if !piece.is_empty() && (piece.len() == PIECE_ROWS || last) {
-                let mut writer = self.writer.lock();
-                let conn = self.open_writer(&mut writer)?;
-                let result = (|| {
+                self.with_writer(|conn| {
                     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     {
                         let mut insert = tx.prepare_cached(&insert)?;
@@ -223,11 +206,7 @@ impl SqliteStorage {
                         }
                     }
                     tx.commit()
-                })();
-                if let Err(e) = result {
-                    writer.take();
-                    return Err(self.write_error(e));
-                }
+                })?;
                 written += piece.len() as u64;
                 piece.clear();
             }
@@ -236,6 +215,26 @@ impl SqliteStorage {
             }
         }
     }
+}
+
+/// Runs synchronous SQLite work in place: on the plugin's multi-threaded
+/// runtime the worker hands its other tasks over first.
+fn in_place<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// A read-only connection of its own (exports, a maintenance run's reads):
+/// in WAL mode it reads a snapshot beside the writer.
+fn open_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    Ok(conn)
 }
 
 /// One batch in one transaction: its rows, the writer's progress (same
@@ -445,13 +444,7 @@ impl Storage for SqliteStorage {
         if batch.is_empty() {
             return Ok(());
         }
-        let write = || self.write_now(instance_id, batch);
-        // Synchronous SQLite work: on the plugin's multi-threaded runtime
-        // the worker hands its other tasks over first.
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
-            _ => write(),
-        }
+        in_place(|| self.write_now(instance_id, batch))
     }
 
     async fn maintain(&self, now_us: i64) -> Result<MaintenanceReport, StorageError> {
@@ -490,12 +483,7 @@ impl Storage for SqliteStorage {
         report.usage_ranges = plan.usage_ranges;
         let (usage, rest): (Vec<_>, Vec<_>) = plan.steps.into_iter().partition(|step| step.usage);
         for step in &usage {
-            // Synchronous SQLite work, as the event writer's.
-            let run = || self.run_in_pieces(step);
-            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run)?,
-                _ => run()?,
-            };
+            in_place(|| self.run_in_pieces(step))?;
         }
         let mut tx = self.pool.begin().await?;
         for step in rest {
@@ -554,12 +542,8 @@ fn read_chunks(
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Vec<super::Value>>, StorageError>>,
 ) -> rusqlite::Result<()> {
     use super::Value;
-    use rusqlite::{OpenFlags, types::ValueRef};
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    use rusqlite::types::ValueRef;
+    let conn = open_reader(path, Duration::from_secs(10))?;
     let mut statement = conn.prepare(sql)?;
     for (i, value) in binds.iter().enumerate() {
         match value {

@@ -347,19 +347,6 @@ pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians_and_slopes() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!((slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) - 2.0).abs() < 1e-12);
-        assert_eq!(slope(&[(0.0, 1.0)]), 0.0);
-    }
-}
-
 /// The command name and CPU time (user + system) in a `/proc/…/stat` line:
 /// fields 2, 14 and 15, in USER_HZ = 100 ticks/s.
 fn stat_cpu(stat: &str) -> anyhow::Result<(&str, f64)> {
@@ -372,4 +359,17 @@ fn stat_cpu(stat: &str) -> anyhow::Result<(&str, f64)> {
     };
     // fields[0] is field 3 (state): utime is field 14, stime 15.
     Ok((name, (ticks(11)? + ticks(12)?) / 100.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_slopes() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!((slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) - 2.0).abs() < 1e-12);
+        assert_eq!(slope(&[(0.0, 1.0)]), 0.0);
+    }
 }

@@ -192,14 +192,14 @@ impl Mix {
 
 pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
     args.common.check()?;
+    if args.pairs == 0 || args.rounds == 0 {
+        anyhow::bail!("--pairs and --rounds must be at least 1 (got {} and {})", args.pairs, args.rounds);
+    }
     let load_before = warn_if_busy();
     let work = &args.common.workdir.join("throughput");
     let corpus = make_corpus(&work.join("corpus"), args.files, args.projects)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugin = &args.common.plugin;
-    if args.pairs == 0 || args.rounds == 0 {
-        anyhow::bail!("--pairs and --rounds must be at least 1");
-    }
     // Per mix: every pair's rounds, and each pair's requests per connection.
     let mut measured: Vec<(Vec<Round>, Vec<u64>)> = args.mix.iter().map(|_| Default::default()).collect();
     let mut events = 0;
