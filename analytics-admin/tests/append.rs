@@ -33,7 +33,7 @@ fn searches(boot: i64, first_time: i64, n: i64) -> RowBatch {
             latency_ms: 1.5,
             latency_bucket: latency::bucket_of_ns(1_500_000),
             result_count: 2,
-            top_results: vec!["src/a.rs".into(), "src/b.rs".into()],
+            top_results: ["src/a.rs", "src/b.rs"].into_iter().collect(),
             search_id: format!("s{boot}-{i}"),
         }),
     });

@@ -88,7 +88,7 @@ fn copy_into_timescaledb_materializes_the_history() {
                 latency_ms: 2.0,
                 latency_bucket: latency::bucket_of_ns(2_000_000),
                 result_count: 1,
-                top_results: vec!["src/a.rs".into()],
+                top_results: ["src/a.rs"].into_iter().collect(),
                 search_id: format!("s{i}"),
             }),
         });

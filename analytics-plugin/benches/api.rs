@@ -124,7 +124,7 @@ fn main() {
                                 latency_ms: latency_ns as f64 / 1e6,
                                 latency_bucket: latency::bucket_of_ns(latency_ns),
                                 result_count: (i % 30) as i32,
-                                top_results: vec!["src/a.rs".into(), "src/b.rs".into(), "src/c.rs".into()],
+                                top_results: ["src/a.rs", "src/b.rs", "src/c.rs"].into_iter().collect(),
                                 search_id: format!("{instance}-{i}"),
                             }),
                         }

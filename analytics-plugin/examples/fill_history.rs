@@ -179,7 +179,7 @@ fn main() {
                 latency_ms: latency_ns as f64 / 1e6,
                 latency_bucket: latency::bucket_of_ns(latency_ns),
                 result_count: results,
-                top_results: top,
+                top_results: top.iter().collect(),
                 search_id: search_id.clone(),
             }),
         );

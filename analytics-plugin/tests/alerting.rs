@@ -99,7 +99,7 @@ async fn searches_of(
                 latency_ms: 12.0,
                 latency_bucket: latency::bucket_of_ns(12_000_000),
                 result_count: 1,
-                top_results: vec!["src/a.rs".into()],
+                top_results: ["src/a.rs"].into_iter().collect(),
                 search_id: format!("s{seq}"),
             },
         ));

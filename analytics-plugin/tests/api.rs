@@ -722,7 +722,7 @@ async fn usage_rollups_wait_for_the_current_hour_and_answers_stay_exact() {
                 latency_ms: 2.5,
                 latency_bucket: latency::bucket_of_ns(2_500_000),
                 result_count: 1,
-                top_results: vec!["src/current.rs".into()],
+                top_results: ["src/current.rs"].into_iter().collect(),
                 search_id: id.into(),
             })
         };

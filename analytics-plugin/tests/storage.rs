@@ -47,7 +47,7 @@ fn search(
         latency_ms: latency_ns as f64 / 1e6,
         latency_bucket: latency::bucket_of_ns(latency_ns),
         result_count: results,
-        top_results: vec!["src/a.rs".into(), "it's \"quoted\"\tand\\tabbed".into()],
+        top_results: ["src/a.rs", "it's \"quoted\"\tand\\tabbed"].into_iter().collect(),
         search_id: format!("s-{time_us}"),
     })
 }

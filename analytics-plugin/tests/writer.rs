@@ -49,7 +49,7 @@ fn rows(boot_id: i64, seqs: std::ops::RangeInclusive<i64>) -> Vec<Row> {
             latency_ms: 1.0,
             latency_bucket: latency::bucket_of_ns(1_000_000),
             result_count: 1,
-            top_results: vec!["a.rs".into()],
+            top_results: ["a.rs"].into_iter().collect(),
             search_id: format!("s{seq}"),
         }),
     })

@@ -6,7 +6,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 #[derive(Default, Clone, Copy)]
 struct FileStat {
@@ -34,7 +34,9 @@ pub struct CodeHealth {
     tracked: usize,
     max_tracked: usize,
     hot_spot_factor: f64,
-    hasher: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
+    /// A file is known by its path's 64-bit hash (fixed seed, so the same
+    /// path is the same file all along).
+    hasher: FxBuildHasher,
 }
 
 /// What happened when a file was recorded.
@@ -56,46 +58,65 @@ impl CodeHealth {
         }
     }
 
-    fn stat(&mut self, project: &str, path: &str) -> Option<&mut FileStat> {
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(path.as_bytes());
-        let key = hasher.finish();
-        if !self.projects.contains_key(project) {
-            self.projects.insert(project.to_owned(), ProjectFiles::default());
-        }
-        let files = &mut self.projects.get_mut(project)?.files;
-        // One probe per call: this runs for every path of every result.
-        match files.entry(key) {
+    /// The file's entry in the project's table, made if there is room.
+    /// One probe per call: this runs for every path of every result.
+    fn stat<'a>(
+        files: &'a mut FxHashMap<u64, FileStat>,
+        tracked: &mut usize,
+        max_tracked: usize,
+        hasher: &FxBuildHasher,
+        path: &str,
+    ) -> Option<&'a mut FileStat> {
+        let mut h = hasher.build_hasher();
+        h.write(path.as_bytes());
+        match files.entry(h.finish()) {
             std::collections::hash_map::Entry::Occupied(stat) => Some(stat.into_mut()),
             std::collections::hash_map::Entry::Vacant(slot) => {
-                if self.tracked >= self.max_tracked {
+                if *tracked >= max_tracked {
                     return None;
                 }
-                self.tracked += 1;
+                *tracked += 1;
                 Some(slot.insert(FileStat::default()))
             }
         }
     }
 
+    fn files(&mut self, project: &str) -> &mut FxHashMap<u64, FileStat> {
+        if !self.projects.contains_key(project) {
+            self.projects.insert(project.to_owned(), ProjectFiles::default());
+        }
+        &mut self.projects.get_mut(project).expect("inserted above").files
+    }
+
     pub fn indexed(&mut self, project: &str, path: &str, ok: bool) -> Tracked {
-        match self.stat(project, path) {
+        let (max, hasher) = (self.max_tracked, self.hasher);
+        let mut tracked = self.tracked;
+        let result = match Self::stat(self.files(project), &mut tracked, max, &hasher, path) {
             Some(stat) => {
                 stat.indexed = ok;
                 Tracked::Yes
             }
             None => Tracked::TableFull,
-        }
+        };
+        self.tracked = tracked;
+        result
     }
 
-    /// A search returned the file or a user opened it.
-    pub fn accessed(&mut self, project: &str, path: &str) -> Tracked {
-        match self.stat(project, path) {
-            Some(stat) => {
-                stat.accesses = stat.accesses.saturating_add(1);
-                Tracked::Yes
+    /// Searches returned these files of one project, or a user opened one.
+    /// Returns how many of them the full table could not take.
+    pub fn accessed<'p>(&mut self, project: &str, paths: impl IntoIterator<Item = &'p str>) -> u64 {
+        let (max, hasher) = (self.max_tracked, self.hasher);
+        let mut tracked = self.tracked;
+        let files = self.files(project);
+        let mut full = 0;
+        for path in paths {
+            match Self::stat(files, &mut tracked, max, &hasher, path) {
+                Some(stat) => stat.accesses = stat.accesses.saturating_add(1),
+                None => full += 1,
             }
-            None => Tracked::TableFull,
         }
+        self.tracked = tracked;
+        full
     }
 
     pub fn summaries(&self) -> Vec<CodeHealthSummary> {
@@ -141,10 +162,10 @@ mod tests {
         for i in 0..10 {
             health.indexed("p", &format!("f{i}.rs"), true);
         }
-        for _ in 0..20 {
-            health.accessed("p", "f0.rs");
+        for _ in 0..19 {
+            health.accessed("p", ["f0.rs"]);
         }
-        health.accessed("p", "f1.rs");
+        health.accessed("p", ["f0.rs", "f1.rs"]);
         // average 21/10 = 2.1 accesses; hot spots above 6.3: only f0.
         let summary = &health.summaries()[0];
         assert_eq!(summary.indexed_files, 10);
@@ -159,6 +180,8 @@ mod tests {
         assert_eq!(health.indexed("p", "a", true), Tracked::Yes);
         assert_eq!(health.indexed("p", "b", true), Tracked::Yes);
         assert_eq!(health.indexed("p", "c", true), Tracked::TableFull);
-        assert_eq!(health.accessed("p", "a"), Tracked::Yes);
+        assert_eq!(health.accessed("p", ["a", "c", "b", "d"]), 2, "c and d are left out");
+        assert_eq!(health.summaries()[0].hot_spots, 0);
+        assert_eq!(health.summaries()[0].dead_files, 0, "a and b were accessed");
     }
 }

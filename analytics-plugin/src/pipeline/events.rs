@@ -96,7 +96,7 @@ impl SearchRecord {
     pub fn error_code(&self) -> &str {
         self.text.get(4)
     }
-    pub fn top_results(&self) -> impl Iterator<Item = &str> {
+    pub fn top_results(&self) -> impl Iterator<Item = &str> + Clone {
         (5..self.text.count()).map(|i| self.text.get(i))
     }
 }

@@ -32,7 +32,7 @@ use crate::{
     config::AnalyticsConfig,
     storage::{
         privacy::Privacy,
-        rows::{EventId, Row},
+        rows::{EventId, Row, RowBatch},
     },
 };
 use events::Event;
@@ -81,7 +81,7 @@ impl Pipeline {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         // Two batches in flight: the worker prepares the next while the
         // writer waits for the database.
-        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<Vec<Row>>(2);
+        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<RowBatch>(2);
         runtime.spawn(write_batches(writer, batches_rx, queue.clone(), done_tx));
         let worker = Worker {
             queue: queue.clone(),
@@ -144,7 +144,7 @@ struct Worker {
     active_users: Arc<Mutex<ActiveUsers>>,
     dropped_table_full: IntCounter,
     collector: Arc<Collector>,
-    batches: tokio::sync::mpsc::Sender<Vec<Row>>,
+    batches: tokio::sync::mpsc::Sender<RowBatch>,
     privacy: Privacy,
     identity: Identity,
     /// The alert engine's per-second aggregates of this boot's events.
@@ -155,7 +155,8 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         let mut events = Vec::with_capacity(self.batch_max);
-        let mut pending: Vec<Row> = Vec::with_capacity(self.batch_max);
+        // Rows go straight into their table's vector of the next write.
+        let mut pending = RowBatch::new(self.identity.boot_id);
         let mut oldest: Option<Instant> = None;
         let mut health_dirty = false;
         let mut health_at = Instant::now();
@@ -183,7 +184,8 @@ impl Worker {
                 || oldest.is_some_and(|t| t.elapsed() >= self.flush_interval)
                 || stopping;
             if due && !pending.is_empty() {
-                let batch = std::mem::replace(&mut pending, Vec::with_capacity(self.batch_max));
+                let next = pending.empty_like();
+                let batch = std::mem::replace(&mut pending, next);
                 // Waits while two batches are in flight: the queue absorbs.
                 if self.batches.send(batch).await.is_err() {
                     break;
@@ -234,17 +236,16 @@ impl Worker {
             match event {
                 Event::Search(search) => {
                     users.record(search.user(), search.timestamp_us);
-                    for path in search.top_results() {
-                        changed = true;
-                        if self.code_health.accessed(search.project(), path) == Tracked::TableFull {
-                            self.dropped_table_full.inc();
-                        }
+                    let full = self.code_health.accessed(search.project(), search.top_results());
+                    changed |= search.top_results().next().is_some();
+                    if full > 0 {
+                        self.dropped_table_full.inc_by(full);
                     }
                 }
                 Event::Open(open) => {
                     users.record(open.user(), open.timestamp_us);
                     changed = true;
-                    if self.code_health.accessed(open.project(), open.path()) == Tracked::TableFull {
+                    if self.code_health.accessed(open.project(), [open.path()]) > 0 {
                         self.dropped_table_full.inc();
                     }
                 }
@@ -301,7 +302,7 @@ impl Worker {
 /// the worker hangs up; then makes the spool durable and reports done.
 async fn write_batches(
     mut writer: Writer,
-    mut batches: tokio::sync::mpsc::Receiver<Vec<Row>>,
+    mut batches: tokio::sync::mpsc::Receiver<RowBatch>,
     queue: Arc<ArrayQueue<Event>>,
     done: std::sync::mpsc::Sender<()>,
 ) {
@@ -310,14 +311,14 @@ async fn write_batches(
     let backed_up = || queue.len() > queue.capacity() / 10 * 9;
     loop {
         match batches.try_recv() {
-            Ok(rows) => writer.write_live(rows, backed_up()).await,
+            Ok(batch) => writer.write_live(batch, backed_up()).await,
             Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
             Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
                 if writer.replay_some().await > 0 {
                     continue;
                 }
                 match tokio::time::timeout(Duration::from_millis(50), batches.recv()).await {
-                    Ok(Some(rows)) => writer.write_live(rows, backed_up()).await,
+                    Ok(Some(batch)) => writer.write_live(batch, backed_up()).await,
                     Ok(None) => break,
                     Err(_) => {}
                 }

@@ -335,7 +335,7 @@ fn encode(row: &Row, out: &mut Vec<u8>) {
             out.extend_from_slice(&r.latency_bucket.to_le_bytes());
             out.extend_from_slice(&r.result_count.to_le_bytes());
             out.extend_from_slice(&(r.top_results.len() as u32).to_le_bytes());
-            for path in &r.top_results {
+            for path in r.top_results.iter() {
                 put_str(out, path);
             }
             put_str(out, &r.search_id);
@@ -418,9 +418,12 @@ impl<'a> Cursor<'a> {
     fn f64(&mut self) -> Result<f64, &'static str> {
         Ok(f64::from_le_bytes(self.array()?))
     }
-    fn string(&mut self) -> Result<String, &'static str> {
+    fn str(&mut self) -> Result<&'a str, &'static str> {
         let len = self.u32()? as usize;
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "invalid utf-8")
+        std::str::from_utf8(self.take(len)?).map_err(|_| "invalid utf-8")
+    }
+    fn string(&mut self) -> Result<String, &'static str> {
+        self.str().map(str::to_owned)
     }
     fn opt_string(&mut self) -> Result<Option<String>, &'static str> {
         match self.u8()? {
@@ -455,7 +458,11 @@ fn decode(boot_id: i64, payload: &[u8]) -> Result<Row, &'static str> {
                 if n > 1024 {
                     return Err("implausible result count");
                 }
-                (0..n).map(|_| c.string()).collect::<Result<_, _>>()?
+                let mut paths = crate::storage::rows::Paths::default();
+                for _ in 0..n {
+                    paths.push(c.str()?);
+                }
+                paths
             },
             search_id: c.string()?,
         }),
@@ -524,7 +531,7 @@ mod tests {
                     latency_ms: 1.25,
                     latency_bucket: 1400,
                     result_count: 3,
-                    top_results: vec!["a.rs".into(), "b.rs".into()],
+                    top_results: ["a.rs", "b.rs"].into_iter().collect(),
                     search_id: format!("s{seq}"),
                 }),
                 1 => RowData::Index(IndexRow {

@@ -221,15 +221,12 @@ impl Writer {
 
     /// Writes rows of the live boot: to the database when it is up, nothing
     /// is spooled and the queue is not backing up; else to the spool.
-    pub async fn write_live(&mut self, rows: Vec<Row>, queue_backed_up: bool) {
-        if rows.is_empty() {
+    pub async fn write_live(&mut self, batch: RowBatch, queue_backed_up: bool) {
+        if batch.is_empty() {
             return;
         }
         if !queue_backed_up && self.spool.is_empty() && self.ensure_connected().await {
-            // The rows move into the batch (no copy of every string per
-            // write) and come back out of it only if they must be spooled.
-            let boot_id = rows[0].id.boot_id;
-            let batch = RowBatch::from_rows(boot_id, rows);
+            // The rows come out of the batch only if they must be spooled.
             let instance = self.instance_id.clone();
             match self.write_batch(&instance, &batch).await {
                 Ok(()) => return,
@@ -240,7 +237,7 @@ impl Writer {
                 }
             }
         }
-        self.spool_rows(&rows);
+        self.spool_rows(&batch.into_rows());
     }
 
     fn spool_rows(&mut self, rows: &[Row]) {

@@ -451,9 +451,9 @@ fn copy_opt(out: &mut String, value: Option<&str>) {
 }
 
 /// `{"a","b"}`, escaped for COPY.
-fn copy_array(out: &mut String, items: &[String]) {
+fn copy_array<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
     let mut literal = String::from("{");
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.enumerate() {
         if i > 0 {
             literal.push(',');
         }
@@ -514,7 +514,7 @@ async fn write_copy(
         let _ = write!(buf, "\t{}\t{}\t{}\t", r.kind, r.cache, r.status);
         copy_opt(&mut buf, r.error_code.as_deref());
         let _ = write!(buf, "\t{}\t{}\t{}\t", r.latency_ms, r.latency_bucket, r.result_count);
-        copy_array(&mut buf, &r.top_results);
+        copy_array(&mut buf, r.top_results.iter());
         buf.push('\t');
         copy_text(&mut buf, &r.search_id);
         buf.push('\n');
@@ -727,7 +727,7 @@ mod tests {
         let mut out = String::new();
         copy_text(&mut out, "a\tb\\c\nd");
         out.push('|');
-        copy_array(&mut out, &["x \"y\"".to_owned(), "back\\slash".to_owned()]);
+        copy_array(&mut out, ["x \"y\"", "back\\slash"].into_iter());
         assert_eq!(out, "a\\tb\\\\c\\nd|{\"x \\\\\"y\\\\\"\",\"back\\\\\\\\slash\"}");
     }
 }

@@ -29,8 +29,69 @@ pub struct SearchRow {
     pub latency_ms: f64,
     pub latency_bucket: i16,
     pub result_count: i32,
-    pub top_results: Vec<String>,
+    pub top_results: Paths,
     pub search_id: String,
+}
+
+/// A search's result paths, best first, in two allocations whatever their
+/// number: the paths' text back to back, and where each one ends. (As a
+/// `Vec<String>`, the ten paths of every search were ten allocations made
+/// and freed on the pipeline's thread: a tenth of its time.)
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Paths {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Paths {
+    pub fn with_capacity(paths: usize, bytes: usize) -> Self {
+        Paths { text: String::with_capacity(bytes), ends: Vec::with_capacity(paths) }
+    }
+
+    pub fn push(&mut self, path: &str) {
+        self.text.push_str(path);
+        // Paths come from hook events capped in count and from the spool,
+        // whose rows were such paths: never 4 GiB in all.
+        self.ends.push(u32::try_from(self.text.len()).expect("result paths under 4 GiB"));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (0..self.ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            &self.text[start..self.ends[i] as usize]
+        })
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Paths {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut paths = Paths::default();
+        for path in iter {
+            paths.push(path.as_ref());
+        }
+        paths
+    }
+}
+
+impl std::fmt::Debug for Paths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// As a sequence of strings: the JSON array the databases store.
+impl serde::Serialize for Paths {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +167,13 @@ impl Row {
                 latency_ms: e.latency_ns as f64 / 1e6,
                 latency_bucket: latency::bucket_of_ns(e.latency_ns),
                 result_count: e.result_count.min(i32::MAX as u64) as i32,
-                top_results: e.top_results().map(str::to_owned).collect(),
+                top_results: {
+                    let top = e.top_results();
+                    let mut paths =
+                        Paths::with_capacity(top.clone().count(), top.clone().map(str::len).sum());
+                    top.for_each(|path| paths.push(path));
+                    paths
+                },
                 search_id: e.search_id().to_owned(),
             }),
             Event::Index(e) => RowData::Index(IndexRow {
@@ -157,22 +224,44 @@ pub struct RowBatch {
 }
 
 impl RowBatch {
+    /// An empty batch of one boot.
+    pub fn new(boot_id: i64) -> Self {
+        RowBatch { boot_id, min_time_us: i64::MAX, max_time_us: i64::MIN, ..Default::default() }
+    }
+
+    /// An empty batch of the same boot with room for as many rows of each
+    /// table as this one holds: the next batch of a steady stream fills
+    /// its vectors without growing (and copying) them.
+    pub fn empty_like(&self) -> Self {
+        RowBatch {
+            searches: Vec::with_capacity(self.searches.len()),
+            indexes: Vec::with_capacity(self.indexes.len()),
+            opens: Vec::with_capacity(self.opens.len()),
+            snapshots: Vec::with_capacity(self.snapshots.len()),
+            ..RowBatch::new(self.boot_id)
+        }
+    }
+
+    /// Adds a row of this batch's boot.
+    pub fn push(&mut self, row: Row) {
+        debug_assert_eq!(row.id.boot_id, self.boot_id);
+        self.last_seq = self.last_seq.max(row.id.seq);
+        let time = row.time_us();
+        self.min_time_us = self.min_time_us.min(time);
+        self.max_time_us = self.max_time_us.max(time);
+        match row.data {
+            RowData::Search(r) => self.searches.push((row.id, r)),
+            RowData::Index(r) => self.indexes.push((row.id, r)),
+            RowData::Open(r) => self.opens.push((row.id, r)),
+            RowData::Snapshot(r) => self.snapshots.push((row.id, r)),
+        }
+    }
+
     /// Splits rows of one boot (callers group by boot first).
     pub fn from_rows(boot_id: i64, rows: impl IntoIterator<Item = Row>) -> Self {
-        let mut batch =
-            RowBatch { boot_id, min_time_us: i64::MAX, max_time_us: i64::MIN, ..Default::default() };
+        let mut batch = RowBatch::new(boot_id);
         for row in rows {
-            debug_assert_eq!(row.id.boot_id, boot_id);
-            batch.last_seq = batch.last_seq.max(row.id.seq);
-            let time = row.time_us();
-            batch.min_time_us = batch.min_time_us.min(time);
-            batch.max_time_us = batch.max_time_us.max(time);
-            match row.data {
-                RowData::Search(r) => batch.searches.push((row.id, r)),
-                RowData::Index(r) => batch.indexes.push((row.id, r)),
-                RowData::Open(r) => batch.opens.push((row.id, r)),
-                RowData::Snapshot(r) => batch.snapshots.push((row.id, r)),
-            }
+            batch.push(row);
         }
         batch
     }
