@@ -150,7 +150,11 @@ pub async fn run(from: &str, to: &str, data_dir: &Path, timescale: &str, append:
     );
     let source_tables = tables(source.as_ref()).await?;
     let target_tables = tables(target.as_ref()).await?;
-    let shared: Vec<&String> = source_tables.iter().filter(|t| target_tables.contains(t)).collect();
+    // SQLite's result-path dictionary stays behind: its ids mean nothing in
+    // another database, so result lists travel as their paths (see
+    // `copy_table`) and the target stores them its own way.
+    let shared: Vec<&String> =
+        source_tables.iter().filter(|t| target_tables.contains(t) && t.as_str() != "result_paths").collect();
     for table in RAW_TABLES.iter().chain(&["ingest_progress"]) {
         if !shared.iter().any(|t| t == table) {
             bail!("table {table} is missing on one side: is this an analytics database?");
@@ -244,6 +248,9 @@ async fn copy_table(
         .map(|c| match (&c.kind, pg(source.backend())) {
             (Kind::Time, true) => format!("CAST(extract(epoch FROM {0}) * 1000000 AS BIGINT) AS {0}", c.name),
             (Kind::Array, true) => format!("array_to_json({0})::text AS {0}", c.name),
+            _ if table == "search_events" && c.name == "top_results" && !pg(source.backend()) => {
+                format!("{} AS top_results", storage::sqlite::TOP_RESULTS_JSON)
+            }
             _ => c.name.clone(),
         })
         .collect();

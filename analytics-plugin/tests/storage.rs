@@ -139,7 +139,14 @@ async fn round_trip(backend: Backend) {
     assert_eq!(count(&*store, "SELECT latency_ms FROM search_events").await, 2);
     assert_eq!(one("SELECT CAST(latency_ms * 1000 AS INTEGER) FROM search_events").await, "2500");
     let top = if backend == Backend::Sqlite {
-        one("SELECT top_results FROM search_events").await
+        // Stored as the paths' numbers; read back as the paths.
+        let ids = one("SELECT top_results FROM search_events").await;
+        assert!(
+            ids.starts_with('[') && ids[1..ids.len() - 1].split(',').all(|n| n.parse::<i64>().is_ok()),
+            "{ids}"
+        );
+        one(&format!("SELECT {} FROM search_events", context_analytics::storage::sqlite::TOP_RESULTS_JSON))
+            .await
     } else {
         one("SELECT array_to_json(top_results)::text FROM search_events").await
     };
@@ -432,6 +439,74 @@ async fn large_hour_rolls_up_exactly(backend: Backend) {
         2 * searches + 2
     );
     assert_eq!(count(&*store, "SELECT count(*) FROM rollup_dirty").await, 0);
+}
+
+/// SQLite stores result paths by number since migration 0006; rows written
+/// before hold the paths. Both read alike: every path of each, in order,
+/// once in the dictionary, and rolled up together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_result_paths_stored_either_way() {
+    use context_analytics::storage::sqlite::{RESULT_PATH, TOP_RESULTS_JSON};
+    let store = fresh(Backend::Sqlite, "result_paths").await;
+    let hour = (now_us() / HOUR - 2) * HOUR;
+    // A row as migration 0005 left it: paths as JSON strings.
+    store
+        .query(
+            "INSERT INTO search_events (time, instance_id, boot_id, seq, project, user_id, query, kind, cache, \
+             status, error_code, latency_ms, latency_bucket, result_count, top_results, search_id) \
+             VALUES (?1, 'old', 1, 1, 'p', 'u', 'q', 'literal', 'miss', 'ok', NULL, 1.0, 0, 2, \
+             '[\"src/old.rs\",\"src/a.rs\"]', 's-old')",
+            &[context_analytics::storage::Value::Int(hour + 10)],
+        )
+        .await
+        .unwrap();
+    store
+        .query(
+            "INSERT INTO rollup_dirty (from_time, to_time) VALUES (?1, ?1)",
+            &[context_analytics::storage::Value::Int(hour + 10)],
+        )
+        .await
+        .unwrap();
+    // New rows, two batches: the second finds the first's paths known.
+    for (seq, paths) in [(1, vec!["src/a.rs", "src/b.rs"]), (2, vec!["src/b.rs", "src/c.rs", "src/a.rs"])] {
+        let RowData::Search(mut row) = search(hour + 20 + seq, "p", "u", 1_000_000, 3, "ok") else {
+            unreachable!()
+        };
+        row.top_results = paths.into_iter().collect();
+        store
+            .write("new", &RowBatch::from_rows(1, numbered(1, seq, vec![RowData::Search(row)])))
+            .await
+            .unwrap();
+    }
+    let strings = |sql: String| {
+        let store = store.clone();
+        async move { store.query_strings(&sql).await.unwrap() }
+    };
+    assert_eq!(
+        strings(format!("SELECT {TOP_RESULTS_JSON} FROM search_events ORDER BY time")).await,
+        [
+            r#"["src/old.rs","src/a.rs"]"#,
+            r#"["src/a.rs","src/b.rs"]"#,
+            r#"["src/b.rs","src/c.rs","src/a.rs"]"#
+        ]
+    );
+    assert_eq!(
+        strings(format!(
+            "SELECT {RESULT_PATH} FROM search_events s, json_each(s.top_results) AS r ORDER BY s.time, r.key"
+        ))
+        .await,
+        ["src/old.rs", "src/a.rs", "src/a.rs", "src/b.rs", "src/b.rs", "src/c.rs", "src/a.rs"]
+    );
+    assert_eq!(
+        strings("SELECT path FROM result_paths ORDER BY path".into()).await,
+        ["src/a.rs", "src/b.rs", "src/c.rs"]
+    );
+    // The hour's file rollup counts each path over both kinds of rows.
+    store.maintain(now_us()).await.unwrap();
+    assert_eq!(
+        strings(format!("SELECT path || '=' || sum(returned) FROM file_rollup_1h WHERE bucket = {hour} GROUP BY path ORDER BY path")).await,
+        ["src/a.rs=3", "src/b.rs=2", "src/c.rs=1", "src/old.rs=1"]
+    );
 }
 
 /// The TimescaleDB test server takes one connection and has one database:

@@ -235,6 +235,7 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
             ("top_results", Backend::Postgres | Backend::Timescaledb) => {
                 "array_to_json(top_results)::text".to_owned()
             }
+            ("top_results", Backend::Sqlite) => crate::storage::sqlite::TOP_RESULTS_JSON.to_owned(),
             (c, _) => c.to_owned(),
         })
         .collect();

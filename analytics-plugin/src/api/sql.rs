@@ -67,7 +67,7 @@ impl Sql {
 
     /// The path column of [`Sql::result_paths`].
     pub fn result_path_col(&self) -> &'static str {
-        if self.pg() { "r.path" } else { "r.value" }
+        if self.pg() { "r.path" } else { crate::storage::sqlite::RESULT_PATH }
     }
 
     /// The finest rollup whose buckets divide `step` (raw on TimescaleDB

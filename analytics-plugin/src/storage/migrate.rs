@@ -25,6 +25,7 @@ pub const SQLITE: &[Migration] = &[
     migration!(3, "histograms", "sqlite/0003_histograms.sql"),
     migration!(4, "alerting", "sqlite/0004_alerting.sql"),
     migration!(5, "usage rollups", "sqlite/0005_usage_rollups.sql"),
+    migration!(6, "result paths", "sqlite/0006_result_paths.sql"),
 ];
 
 pub const POSTGRES: &[Migration] = &[

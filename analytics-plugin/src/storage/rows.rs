@@ -229,15 +229,16 @@ impl RowBatch {
         RowBatch { boot_id, min_time_us: i64::MAX, max_time_us: i64::MIN, ..Default::default() }
     }
 
-    /// An empty batch of the same boot with room for as many rows of each
-    /// table as this one holds: the next batch of a steady stream fills
-    /// its vectors without growing (and copying) them.
+    /// An empty batch of the same boot with room for a quarter more rows of
+    /// each table than this one holds: the next batch of a steady stream
+    /// fills its vectors without growing (and copying) them.
     pub fn empty_like(&self) -> Self {
+        let room = |n: usize| n + n / 4;
         RowBatch {
-            searches: Vec::with_capacity(self.searches.len()),
-            indexes: Vec::with_capacity(self.indexes.len()),
-            opens: Vec::with_capacity(self.opens.len()),
-            snapshots: Vec::with_capacity(self.snapshots.len()),
+            searches: Vec::with_capacity(room(self.searches.len())),
+            indexes: Vec::with_capacity(room(self.indexes.len())),
+            opens: Vec::with_capacity(room(self.opens.len())),
+            snapshots: Vec::with_capacity(room(self.snapshots.len())),
             ..RowBatch::new(self.boot_id)
         }
     }

@@ -26,6 +26,8 @@ pub struct SqliteStorage {
     /// warm: SQLite drops a connection's cache whenever another connection
     /// changed the file, so writes taking turns over a pool started cold.
     writer: parking_lot::Mutex<Option<rusqlite::Connection>>,
+    /// The writer's ids of result paths (taken after `writer`).
+    path_ids: parking_lot::Mutex<PathIds>,
     /// The database file, for the writer's and the streaming reader's own
     /// connections.
     path: std::path::PathBuf,
@@ -43,11 +45,69 @@ pub struct SqliteStorage {
 /// the event writer gets its turn between them.
 const PIECE_ROWS: usize = 5_000;
 
+/// The path of a `json_each(…top_results) AS r` row. Since migration 0006
+/// `top_results` holds `result_paths` ids (JSON numbers); rows written
+/// before hold the paths themselves (JSON strings).
+pub const RESULT_PATH: &str = "CASE r.type WHEN 'integer' THEN (SELECT p.path FROM result_paths p WHERE p.id = r.value) ELSE r.value END";
+
+/// `top_results` of a `search_events` row as the JSON array of its paths,
+/// best first, whichever way the row stores them.
+pub const TOP_RESULTS_JSON: &str = "(SELECT json_group_array(CASE r.type WHEN 'integer' THEN \
+     (SELECT p.path FROM result_paths p WHERE p.id = r.value) ELSE r.value END ORDER BY r.key) \
+     FROM json_each(top_results) AS r)";
+
+/// Known `result_paths` ids the writer keeps at most; past that it starts
+/// over (about 4 MB; a path it no longer knows costs one indexed lookup).
+const PATH_IDS_MAX: usize = 65_536;
+
+/// The event writer's map of result paths to their `result_paths` ids.
+/// Ids its open transaction found or made are kept apart until it
+/// commits: after a rollback no id is known that the table does not hold.
+#[derive(Default)]
+struct PathIds {
+    known: rustc_hash::FxHashMap<Box<str>, i64>,
+    pending: rustc_hash::FxHashMap<Box<str>, i64>,
+}
+
+impl PathIds {
+    fn id(&mut self, tx: &rusqlite::Transaction<'_>, path: &str) -> rusqlite::Result<i64> {
+        use rusqlite::OptionalExtension;
+        if let Some(&id) = self.known.get(path).or_else(|| self.pending.get(path)) {
+            return Ok(id);
+        }
+        let found = tx
+            .prepare_cached("SELECT id FROM result_paths WHERE path = ?1")?
+            .query_row([path], |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached("INSERT INTO result_paths (path) VALUES (?1)")?.execute([path])?;
+                tx.last_insert_rowid()
+            }
+        };
+        self.pending.insert(path.into(), id);
+        Ok(id)
+    }
+
+    /// The transaction committed (`true`) or not.
+    fn settle(&mut self, committed: bool) {
+        if committed {
+            if self.known.len() + self.pending.len() > PATH_IDS_MAX {
+                self.known.clear();
+            }
+            self.known.extend(self.pending.drain());
+        } else {
+            self.pending.clear();
+        }
+    }
+}
+
 const DIALECT: Dialect = Dialect {
     bucket: |col, width| format!("({col} / {width}) * {width}"),
     params: ("?1", "?2"),
     join: "group_concat",
-    result_paths: ("json_each(s.top_results) AS r", "r.value"),
+    result_paths: ("json_each(s.top_results) AS r", RESULT_PATH),
     null_time: "CAST(NULL AS INTEGER)",
 };
 
@@ -70,6 +130,7 @@ impl SqliteStorage {
         Ok(Self {
             pool,
             writer: parking_lot::Mutex::new(None),
+            path_ids: parking_lot::Mutex::new(PathIds::default()),
             path: path.to_path_buf(),
             write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
             retention,
@@ -111,10 +172,12 @@ impl SqliteStorage {
             // Give up on statements still running at the deadline, as a
             // write through the pool would time out.
             let deadline = std::time::Instant::now() + self.write_timeout;
+            let mut path_ids = self.path_ids.lock();
             let result = conn
                 .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))
-                .and_then(|()| write_rows(conn, instance_id, batch));
+                .and_then(|()| write_rows(conn, instance_id, batch, &mut path_ids));
             let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            path_ids.settle(result.is_ok());
             result
         })
     }
@@ -240,13 +303,19 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<rusqlite
 /// One batch in one transaction: its rows, the writer's progress (same
 /// transaction, so a replay never doubles) and the range rollups must
 /// recompute.
-fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBatch) -> rusqlite::Result<()> {
+fn write_rows(
+    conn: &mut rusqlite::Connection,
+    instance_id: &str,
+    batch: &RowBatch,
+    path_ids: &mut PathIds,
+) -> rusqlite::Result<()> {
     use rusqlite::params;
+    use std::fmt::Write;
     // IMMEDIATE: take the write lock first, rather than fail to upgrade a
     // read lock half-way.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // The result paths as their JSON array text, in one reused buffer.
-    let mut paths = Vec::new();
+    // The result paths as the JSON array of their ids, in one reused buffer.
+    let mut paths = String::new();
     insert_each(
         &tx,
         "INSERT INTO search_events (time, instance_id, boot_id, seq, project, user_id, query, kind, cache, \
@@ -255,9 +324,14 @@ fn write_rows(conn: &mut rusqlite::Connection, instance_id: &str, batch: &RowBat
         &batch.searches,
         |insert, (id, r)| {
             paths.clear();
-            serde_json::to_writer(&mut paths, &r.top_results)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-            let paths = std::str::from_utf8(&paths).expect("serde_json writes UTF-8");
+            paths.push('[');
+            for (i, path) in r.top_results.iter().enumerate() {
+                if i > 0 {
+                    paths.push(',');
+                }
+                let _ = write!(paths, "{}", path_ids.id(&tx, path)?);
+            }
+            paths.push(']');
             insert.execute(params![
                 r.time_us,
                 instance_id,
@@ -582,4 +656,66 @@ fn read_chunks(
         let _ = tx.blocking_send(Ok(chunk));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_ids_of_a_rolled_back_transaction_are_forgotten() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE result_paths (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE)")
+            .unwrap();
+        let mut ids = PathIds::default();
+        let tx = conn.transaction().unwrap();
+        let a = ids.id(&tx, "src/a.rs").unwrap();
+        assert_eq!(ids.id(&tx, "src/a.rs").unwrap(), a, "known within its transaction");
+        tx.commit().unwrap();
+        ids.settle(true);
+
+        let tx = conn.transaction().unwrap();
+        let b = ids.id(&tx, "src/b.rs").unwrap();
+        assert_eq!(ids.id(&tx, "src/a.rs").unwrap(), a);
+        drop(tx); // rolled back: "src/b.rs" and its id are gone
+        ids.settle(false);
+
+        // Another writer takes b's id for another path meanwhile.
+        conn.execute("INSERT INTO result_paths (id, path) VALUES (?1, 'src/other.rs')", [b]).unwrap();
+        let tx = conn.transaction().unwrap();
+        let b2 = ids.id(&tx, "src/b.rs").unwrap();
+        assert_ne!(b2, b, "an id of a rolled-back transaction is never reused from memory");
+        tx.commit().unwrap();
+        ids.settle(true);
+        let stored: Vec<(i64, String)> = conn
+            .prepare("SELECT id, path FROM result_paths ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, [(a, "src/a.rs".into()), (b, "src/other.rs".into()), (b2, "src/b.rs".into())]);
+    }
+
+    #[test]
+    fn path_ids_start_over_past_their_bound() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE result_paths (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE)")
+            .unwrap();
+        let mut ids = PathIds::default();
+        let tx = conn.transaction().unwrap();
+        let first = ids.id(&tx, "p0").unwrap();
+        tx.commit().unwrap();
+        ids.settle(true);
+        let tx = conn.transaction().unwrap();
+        for i in 1..=PATH_IDS_MAX {
+            ids.id(&tx, &format!("p{i}")).unwrap();
+        }
+        tx.commit().unwrap();
+        ids.settle(true);
+        assert_eq!(ids.known.len(), PATH_IDS_MAX, "the earlier ones went");
+        // A path no longer in memory is found in the table, not made again.
+        let tx = conn.transaction().unwrap();
+        assert_eq!(ids.id(&tx, "p0").unwrap(), first);
+    }
 }
