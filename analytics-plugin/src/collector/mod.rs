@@ -61,6 +61,9 @@ pub struct Collector {
     file_types: BoundedLabels,
     error_codes: BoundedLabels,
     routes: BoundedLabels,
+    /// The request histograms of each (method, route label, status) seen:
+    /// three label lookups per request otherwise. As bounded as the labels.
+    http_series: RwLock<FxHashMap<(&'static str, Arc<str>, u16), Arc<HttpSeries>>>,
 
     search_requests: IntCounterVec,
     search_duration: HistogramVec,
@@ -121,6 +124,7 @@ impl Collector {
             file_types: BoundedLabels::new(config.max_label_values),
             error_codes: BoundedLabels::new(config.max_label_values),
             routes: BoundedLabels::new(config.max_label_values),
+            http_series: RwLock::new(FxHashMap::default()),
 
             search_requests: IntCounterVec::new(
                 opts("context_search_requests_total", "Searches executed, by query kind and how they ended."),
@@ -527,17 +531,37 @@ impl Collector {
 
     pub fn record_http(&self, record: &plugin_api::RequestRecord<'_>) {
         let method = match record.method.as_str() {
-            m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+            "GET" => "GET",
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "DELETE" => "DELETE",
+            "PATCH" => "PATCH",
+            "HEAD" => "HEAD",
+            "OPTIONS" => "OPTIONS",
             _ => "OTHER",
         };
         let route = self.routes.get(record.route.as_str());
-        let code_buf = itoa_status(record.status);
-        let code = std::str::from_utf8(&code_buf).unwrap_or("000");
-        self.http_duration
-            .with_label_values(&[method, &*route, code])
-            .observe(record.duration_ns as f64 * 1e-9);
-        self.http_request_size.with_label_values(&[method, &*route]).observe(record.request_bytes as f64);
-        self.http_response_size.with_label_values(&[method, &*route]).observe(record.response_bytes as f64);
+        let status = record.status.min(999);
+        let key = (method, route, status);
+        let found = self.http_series.read().get(&key).cloned();
+        let series = match found {
+            Some(series) => series,
+            None => {
+                let (method, route, status) = (key.0, &*key.1, key.2);
+                let code_buf = itoa_status(status);
+                let code = std::str::from_utf8(&code_buf).unwrap_or("000");
+                let series = Arc::new(HttpSeries {
+                    duration: self.http_duration.with_label_values(&[method, route, code]),
+                    request_bytes: self.http_request_size.with_label_values(&[method, route]),
+                    response_bytes: self.http_response_size.with_label_values(&[method, route]),
+                });
+                self.http_series.write().insert(key, series.clone());
+                series
+            }
+        };
+        series.duration.observe(record.duration_ns as f64 * 1e-9);
+        series.request_bytes.observe(record.request_bytes as f64);
+        series.response_bytes.observe(record.response_bytes as f64);
     }
 
     /// Prometheus text exposition of every family.
@@ -549,6 +573,13 @@ impl Collector {
         }
         out
     }
+}
+
+/// The request histograms of one (method, route, status).
+struct HttpSeries {
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
 }
 
 /// A 3-digit HTTP status as ASCII, without allocating.

@@ -307,6 +307,26 @@ pub fn quartiles(values: &[f64]) -> (f64, f64) {
     (at(0.25), at(0.75))
 }
 
+/// The mean of `values` and its two-sided 95% confidence interval
+/// (Student's t, for independent samples such as separate processes);
+/// `None` for fewer than two values.
+pub fn mean_interval_95(values: &[f64]) -> Option<(f64, f64, f64)> {
+    // t(0.975) for 1..=30 degrees of freedom; the normal 1.96 beyond.
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042,
+    ];
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let variance = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+    let half = T.get(n - 2).copied().unwrap_or(1.96) * (variance / n as f64).sqrt();
+    Some((mean, mean - half, mean + half))
+}
+
 /// Least-squares slope of `(x, y)` points (y per unit of x).
 pub fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
@@ -364,6 +384,18 @@ fn stat_cpu(stat: &str) -> anyhow::Result<(&str, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mean_and_its_95_percent_interval() {
+        assert_eq!(mean_interval_95(&[1.0]), None);
+        // mean 2, sample sd 1, n 3: half-width 4.303 / sqrt(3).
+        let (mean, low, high) = mean_interval_95(&[1.0, 2.0, 3.0]).unwrap();
+        assert!((mean - 2.0).abs() < 1e-12);
+        assert!((high - mean - 4.303 / 3f64.sqrt()).abs() < 1e-9);
+        assert!((mean - low - (high - mean)).abs() < 1e-12);
+        let (mean, low, high) = mean_interval_95(&[0.97; 8]).unwrap();
+        assert!((mean - 0.97).abs() < 1e-12 && (low - 0.97).abs() < 1e-12 && (high - 0.97).abs() < 1e-12);
+    }
 
     #[test]
     fn medians_and_slopes() {

@@ -36,7 +36,10 @@
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::{Common, HostProcess, load_average, make_corpus, median, quartiles, verdict, warn_if_busy};
+use super::{
+    Common, HostProcess, load_average, make_corpus, mean_interval_95, median, quartiles, verdict,
+    warn_if_busy,
+};
 use crate::workload::loadgen::{self, LoadConfig, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -117,6 +120,10 @@ struct MixFigures {
     requests_per_connection: Vec<u64>,
     /// Per pair of processes, the median of its rounds' throughput ratios.
     pair_round_throughput_ratios: Vec<f64>,
+    /// Their mean and its 95% confidence interval (Student's t over
+    /// pairs: each pair is a fresh pair of processes, with a speed of its
+    /// own); absent with one pair.
+    pair_ratio_mean_interval_95: Option<(f64, f64, f64)>,
     rounds: Vec<Round>,
     median_rps_enabled: f64,
     median_rps_disabled: f64,
@@ -295,6 +302,12 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
             "    per pair of processes, median of its rounds' ratios: {}",
             m.pair_round_throughput_ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", "),
         );
+        if let Some((mean, low, high)) = m.pair_ratio_mean_interval_95 {
+            println!(
+                "    their mean {mean:.3}, 95% confidence interval {low:.3}-{high:.3} (goal >= 0.97 at its lower end: {})",
+                verdict(low >= 0.97),
+            );
+        }
         println!(
             "    host CPU per request: enabled {:.1} us, disabled {:.1} us (difference {:+.1} us; the plugin's own threads {:.1} us)",
             m.median_cpu_us_per_request_enabled,
@@ -384,7 +397,7 @@ fn summarize(mix: Mix, rounds: Vec<Round>, requests_per_connection: Vec<u64>) ->
     let round_rps_ratio = median(&round_rps_ratios);
     let round_p99_ratio = med(|r| r.enabled.p99_ms / r.disabled.p99_ms);
     let pairs = rounds.iter().map(|r| r.pair).max().unwrap_or(0);
-    let pair_round_throughput_ratios = (1..=pairs)
+    let pair_round_throughput_ratios: Vec<f64> = (1..=pairs)
         .map(|pair| {
             let ratios: Vec<f64> = rounds
                 .iter()
@@ -394,10 +407,12 @@ fn summarize(mix: Mix, rounds: Vec<Round>, requests_per_connection: Vec<u64>) ->
             median(&ratios)
         })
         .collect();
+    let pair_ratio_mean_interval_95 = mean_interval_95(&pair_round_throughput_ratios);
     MixFigures {
         mix,
         requests_per_connection,
         pair_round_throughput_ratios,
+        pair_ratio_mean_interval_95,
         rounds,
         median_rps_enabled: rps_on,
         median_rps_disabled: rps_off,
