@@ -313,19 +313,25 @@ impl Plugin for AnalyticsPlugin {
     fn on_search_executed(&self, event: &SearchExecuted<'_>) {
         self.received[0].inc();
         self.shared.collector.record_search(event);
-        self.shared.pipeline.push(Event::Search(SearchRecord::copy_from(event)));
+        self.shared
+            .pipeline
+            .push(Event::Search(SearchRecord::copy_from(event, self.shared.pipeline.spare.take())));
     }
 
     fn on_file_indexed(&self, event: &FileIndexed<'_>) {
         self.received[1].inc();
         self.shared.collector.record_index(event);
-        self.shared.pipeline.push(Event::Index(IndexRecord::copy_from(event)));
+        self.shared
+            .pipeline
+            .push(Event::Index(IndexRecord::copy_from(event, self.shared.pipeline.spare.take())));
     }
 
     fn on_file_opened(&self, event: &FileOpened<'_>) {
         self.received[2].inc();
         self.shared.collector.record_open(event);
-        self.shared.pipeline.push(Event::Open(OpenRecord::copy_from(event)));
+        self.shared
+            .pipeline
+            .push(Event::Open(OpenRecord::copy_from(event, self.shared.pipeline.spare.take())));
     }
 
     fn on_project_snapshot(&self, event: &ProjectSnapshot<'_>) {

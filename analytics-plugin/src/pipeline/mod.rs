@@ -55,6 +55,8 @@ pub struct Pipeline {
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     pub active_users: Arc<Mutex<ActiveUsers>>,
     pub storage_health: Arc<Mutex<StorageHealth>>,
+    /// Event buffers going round between the worker and the hooks.
+    pub spare: Arc<events::Spare>,
 }
 
 /// Who this pipeline writes as.
@@ -77,6 +79,7 @@ impl Pipeline {
         let queue = Arc::new(ArrayQueue::new(config.pipeline.queue_capacity));
         let stop = Arc::new(AtomicBool::new(false));
         let active_users = Arc::new(Mutex::new(ActiveUsers::default()));
+        let spare = Arc::new(events::Spare::default());
         let storage_health = writer.health.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         // Two batches in flight: the worker prepares the next while the
@@ -96,6 +99,7 @@ impl Pipeline {
             privacy,
             identity,
             alert_feed,
+            spare: spare.clone(),
             next_seq: 1,
         };
         runtime.spawn(worker.run());
@@ -106,14 +110,18 @@ impl Pipeline {
             done: Mutex::new(Some(done_rx)),
             active_users,
             storage_health,
+            spare,
         }
     }
 
     /// Called by hooks: never blocks.
     #[inline]
     pub fn push(&self, event: Event) {
-        if self.queue.push(event).is_err() {
+        if let Err(event) = self.queue.push(event) {
             self.dropped_queue_full.inc();
+            if let Some(buffer) = event.into_buffer() {
+                self.spare.give(buffer);
+            }
         }
     }
 
@@ -149,6 +157,7 @@ struct Worker {
     identity: Identity,
     /// The alert engine's per-second aggregates of this boot's events.
     alert_feed: Option<Arc<Mutex<crate::alerting::measure::Recent>>>,
+    spare: Arc<events::Spare>,
     next_seq: i64,
 }
 
@@ -178,6 +187,9 @@ impl Worker {
                     let id = EventId { boot_id: self.identity.boot_id, seq: self.next_seq };
                     self.next_seq += 1;
                     pending.push(Row::from_event(id, &event, &self.privacy));
+                    if let Some(buffer) = event.into_buffer() {
+                        self.spare.give(buffer);
+                    }
                 }
             }
             let due = pending.len() >= self.batch_max
