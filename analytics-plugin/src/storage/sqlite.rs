@@ -48,13 +48,20 @@ const PIECE_ROWS: usize = 5_000;
 /// The path of a `json_each(…top_results) AS r` row. Since migration 0006
 /// `top_results` holds `result_paths` ids (JSON numbers); rows written
 /// before hold the paths themselves (JSON strings).
-pub const RESULT_PATH: &str = "CASE r.type WHEN 'integer' THEN (SELECT p.path FROM result_paths p WHERE p.id = r.value) ELSE r.value END";
+macro_rules! result_path {
+    () => {
+        "CASE r.type WHEN 'integer' THEN (SELECT p.path FROM result_paths p WHERE p.id = r.value) ELSE r.value END"
+    };
+}
+pub const RESULT_PATH: &str = result_path!();
 
 /// `top_results` of a `search_events` row as the JSON array of its paths,
 /// best first, whichever way the row stores them.
-pub const TOP_RESULTS_JSON: &str = "(SELECT json_group_array(CASE r.type WHEN 'integer' THEN \
-     (SELECT p.path FROM result_paths p WHERE p.id = r.value) ELSE r.value END ORDER BY r.key) \
-     FROM json_each(top_results) AS r)";
+pub const TOP_RESULTS_JSON: &str = concat!(
+    "(SELECT json_group_array(",
+    result_path!(),
+    " ORDER BY r.key) FROM json_each(top_results) AS r)"
+);
 
 /// Known `result_paths` ids the writer keeps at most; past that it starts
 /// over (about 4 MB; a path it no longer knows costs one indexed lookup).
