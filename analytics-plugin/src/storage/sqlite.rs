@@ -669,12 +669,19 @@ fn read_chunks(
 mod tests {
     use super::*;
 
+    /// An empty `result_paths`, made by its migration, and a writer's ids.
+    fn dictionary() -> (rusqlite::Connection, PathIds) {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let migration = migrate::SQLITE.iter().find(|m| m.name == "result paths").unwrap();
+        for statement in migration.statements() {
+            conn.execute_batch(statement).unwrap();
+        }
+        (conn, PathIds::default())
+    }
+
     #[test]
     fn path_ids_of_a_rolled_back_transaction_are_forgotten() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE result_paths (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE)")
-            .unwrap();
-        let mut ids = PathIds::default();
+        let (mut conn, mut ids) = dictionary();
         let tx = conn.transaction().unwrap();
         let a = ids.id(&tx, "src/a.rs").unwrap();
         assert_eq!(ids.id(&tx, "src/a.rs").unwrap(), a, "known within its transaction");
@@ -706,10 +713,7 @@ mod tests {
 
     #[test]
     fn path_ids_start_over_past_their_bound() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE result_paths (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE)")
-            .unwrap();
-        let mut ids = PathIds::default();
+        let (mut conn, mut ids) = dictionary();
         let tx = conn.transaction().unwrap();
         let first = ids.id(&tx, "p0").unwrap();
         tx.commit().unwrap();
