@@ -378,37 +378,21 @@ async fn large_hour_rolls_up_exactly(backend: Backend) {
     };
     let within = format!("time >= {} AND time < {}", at(hour), at(hour + HOUR));
     let bucket = format!("bucket = {}", at(hour));
-    assert_eq!(count(&*store, &format!("SELECT count(*) FROM search_keys WHERE {within}")).await, searches);
-    assert_eq!(count(&*store, &format!("SELECT count(*) FROM open_keys WHERE {within}")).await, searches / 3);
-    assert_eq!(
-        count(&*store, &format!("SELECT sum(searches) FROM user_rollup_1h WHERE {bucket}")).await,
-        searches
-    );
-    assert_eq!(
-        count(&*store, &format!("SELECT sum(opens) FROM user_rollup_1h WHERE {bucket}")).await,
-        searches / 3
-    );
-    assert_eq!(
-        count(&*store, &format!("SELECT count(*) FROM query_rollup_1h WHERE {bucket}")).await,
-        queries
-    );
-    assert_eq!(
-        count(&*store, &format!("SELECT sum(searches) FROM query_rollup_1h WHERE {bucket}")).await,
-        searches
-    );
-    assert_eq!(
-        count(&*store, &format!("SELECT sum(opens) FROM query_rollup_1h WHERE {bucket}")).await,
-        searches / 3
-    );
-    // Two result paths per search, and the opens of the first.
-    assert_eq!(
-        count(&*store, &format!("SELECT sum(returned) FROM file_rollup_1h WHERE {bucket}")).await,
-        2 * searches
-    );
-    assert_eq!(
-        count(&*store, &format!("SELECT sum(opened) FROM file_rollup_1h WHERE {bucket}")).await,
-        searches / 3
-    );
+    let expected = [
+        (format!("SELECT count(*) FROM search_keys WHERE {within}"), searches),
+        (format!("SELECT count(*) FROM open_keys WHERE {within}"), searches / 3),
+        (format!("SELECT sum(searches) FROM user_rollup_1h WHERE {bucket}"), searches),
+        (format!("SELECT sum(opens) FROM user_rollup_1h WHERE {bucket}"), searches / 3),
+        (format!("SELECT count(*) FROM query_rollup_1h WHERE {bucket}"), queries),
+        (format!("SELECT sum(searches) FROM query_rollup_1h WHERE {bucket}"), searches),
+        (format!("SELECT sum(opens) FROM query_rollup_1h WHERE {bucket}"), searches / 3),
+        // Two result paths per search, and the opens of the first.
+        (format!("SELECT sum(returned) FROM file_rollup_1h WHERE {bucket}"), 2 * searches),
+        (format!("SELECT sum(opened) FROM file_rollup_1h WHERE {bucket}"), searches / 3),
+    ];
+    for (sql, value) in &expected {
+        assert_eq!(count(&*store, sql).await, *value, "{sql}");
+    }
     assert_eq!(count(&*store, "SELECT count(*) FROM usage_dirty").await, 0);
     assert_eq!(count(&*store, "SELECT count(*) FROM rollup_dirty").await, 0);
     // A second run finds nothing to do and changes nothing.

@@ -81,41 +81,39 @@ impl CodeHealth {
         }
     }
 
-    fn files(&mut self, project: &str) -> &mut FxHashMap<u64, FileStat> {
-        if !self.projects.contains_key(project) {
-            self.projects.insert(project.to_owned(), ProjectFiles::default());
+    /// The project's table, made on first use.
+    fn files<'a>(
+        projects: &'a mut FxHashMap<String, ProjectFiles>,
+        project: &str,
+    ) -> &'a mut FxHashMap<u64, FileStat> {
+        if !projects.contains_key(project) {
+            projects.insert(project.to_owned(), ProjectFiles::default());
         }
-        &mut self.projects.get_mut(project).expect("inserted above").files
+        &mut projects.get_mut(project).expect("inserted above").files
     }
 
     pub fn indexed(&mut self, project: &str, path: &str, ok: bool) -> Tracked {
-        let (max, hasher) = (self.max_tracked, self.hasher);
-        let mut tracked = self.tracked;
-        let result = match Self::stat(self.files(project), &mut tracked, max, &hasher, path) {
+        let files = Self::files(&mut self.projects, project);
+        match Self::stat(files, &mut self.tracked, self.max_tracked, &self.hasher, path) {
             Some(stat) => {
                 stat.indexed = ok;
                 Tracked::Yes
             }
             None => Tracked::TableFull,
-        };
-        self.tracked = tracked;
-        result
+        }
     }
 
     /// Searches returned these files of one project, or a user opened one.
     /// Returns how many of them the full table could not take.
     pub fn accessed<'p>(&mut self, project: &str, paths: impl IntoIterator<Item = &'p str>) -> u64 {
-        let (max, hasher) = (self.max_tracked, self.hasher);
-        let mut tracked = self.tracked;
-        let files = self.files(project);
+        let files = Self::files(&mut self.projects, project);
         let mut full = 0;
         for path in paths {
-            match Self::stat(files, &mut tracked, max, &hasher, path) {
+            match Self::stat(files, &mut self.tracked, self.max_tracked, &self.hasher, path) {
                 Some(stat) => stat.accesses = stat.accesses.saturating_add(1),
                 None => full += 1,
             }
         }
-        self.tracked = tracked;
         full
     }
 

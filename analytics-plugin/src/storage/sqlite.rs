@@ -574,14 +574,12 @@ impl Storage for SqliteStorage {
                 report.rows_deleted += affected;
             }
         }
-        sqlx::query("DELETE FROM rollup_dirty WHERE rowid <= ?1")
-            .bind(last(&dirty))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM usage_dirty WHERE rowid <= ?1")
-            .bind(last(&usage_dirty))
-            .execute(&mut *tx)
-            .await?;
+        for (table, marks) in [("rollup_dirty", &dirty), ("usage_dirty", &usage_dirty)] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE rowid <= ?1")))
+                .bind(last(marks))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(report)
     }

@@ -98,6 +98,13 @@ struct Round {
     disabled: Measured,
 }
 
+impl Round {
+    /// Enabled over disabled requests per second.
+    fn throughput_ratio(&self) -> f64 {
+        self.enabled.requests_per_second / self.disabled.requests_per_second
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Measured {
     requests_per_second: f64,
@@ -392,18 +399,14 @@ fn summarize(mix: Mix, rounds: Vec<Round>, requests_per_connection: Vec<u64>) ->
     let (p99_on, p99_off) = (med(|r| r.enabled.p99_ms), med(|r| r.disabled.p99_ms));
     let (cpu_on, cpu_off) = (med(|r| r.enabled.cpu_us_per_request), med(|r| r.disabled.cpu_us_per_request));
     let plugin_threads = med(|r| r.enabled.plugin_cpu_us_per_request);
-    let round_rps_ratios: Vec<f64> =
-        rounds.iter().map(|r| r.enabled.requests_per_second / r.disabled.requests_per_second).collect();
+    let round_rps_ratios: Vec<f64> = rounds.iter().map(Round::throughput_ratio).collect();
     let round_rps_ratio = median(&round_rps_ratios);
     let round_p99_ratio = med(|r| r.enabled.p99_ms / r.disabled.p99_ms);
     let pairs = rounds.iter().map(|r| r.pair).max().unwrap_or(0);
     let pair_round_throughput_ratios: Vec<f64> = (1..=pairs)
         .map(|pair| {
-            let ratios: Vec<f64> = rounds
-                .iter()
-                .filter(|r| r.pair == pair)
-                .map(|r| r.enabled.requests_per_second / r.disabled.requests_per_second)
-                .collect();
+            let ratios: Vec<f64> =
+                rounds.iter().filter(|r| r.pair == pair).map(Round::throughput_ratio).collect();
             median(&ratios)
         })
         .collect();
