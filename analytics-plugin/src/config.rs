@@ -40,10 +40,15 @@ pub struct AnalyticsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Events buffered in memory between the hooks and the writer. When it
-    /// is full the hook drops the event (counted): the writer spills to the
-    /// spool long before that.
+    /// Events held between the hooks and the writer, in the event queue
+    /// file (`events.queue` in the data dir, 512 bytes per event: 32 MiB by
+    /// default), which survives a crash of the process. When it is full
+    /// the hook drops the event (counted): the writer spills to the spool
+    /// long before that.
     pub queue_capacity: usize,
+    /// How often the event queue file is written to disk: on power loss
+    /// (not on a crash of the process) at most this window of events is lost.
+    pub fsync_interval_ms: u64,
     /// A write to the database is started once this many events wait...
     pub batch_max_events: usize,
     /// ...or once the oldest waiting event is this old.
@@ -59,6 +64,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 65_536,
+            fsync_interval_ms: 1_000,
             batch_max_events: 8_192,
             flush_interval_ms: 1_000,
             spool_max_bytes: 1 << 30,
@@ -104,6 +110,7 @@ impl AnalyticsConfig {
             ("max_label_values", self.max_label_values),
             ("worker_threads", self.worker_threads),
             ("pipeline.queue_capacity", self.pipeline.queue_capacity),
+            ("pipeline.fsync_interval_ms", self.pipeline.fsync_interval_ms as usize),
             ("pipeline.batch_max_events", self.pipeline.batch_max_events),
             ("storage.max_connections", self.storage.max_connections as usize),
         ];

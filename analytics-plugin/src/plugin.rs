@@ -22,7 +22,7 @@ use crate::{
     config::AnalyticsConfig,
     pipeline::{
         Identity, Pipeline,
-        events::{Event, IndexRecord, OpenRecord, SearchRecord, SnapshotRecord},
+        queue::EventQueue,
         spool::Spool,
         writer::{StorageHealth, Writer},
     },
@@ -65,6 +65,7 @@ impl Shared {
             .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
             .sum();
         let storage = self.pipeline.storage_health.lock().clone();
+        let queue = self.pipeline.queue.stats();
         let (status, reason) = if !storage.connected {
             (
                 "degraded",
@@ -103,7 +104,17 @@ impl Shared {
                 "written": storage.events_written,
                 "hook_panics": panics,
             },
-            "queue": {"depth": self.pipeline.depth(), "capacity": self.config.pipeline.queue_capacity},
+            "queue": {
+                "depth": self.pipeline.depth(),
+                "capacity": self.config.pipeline.queue_capacity,
+                "file": self.pipeline.queue.path().display().to_string(),
+                "file_bytes": self.pipeline.queue.capacity_bytes(),
+                "used_bytes": self.pipeline.queue.used_bytes(),
+                "recovered_events": queue.recovered_events,
+                "torn_records": queue.torn_records,
+                "corrupt_records": queue.corrupt_records,
+                "header_reset": queue.header_reset,
+            },
             "alerting": match &self.alerting.engine {
                 None => json!({"enabled": false}),
                 Some(engine) => json!({
@@ -143,6 +154,10 @@ async fn maintenance(shared: Arc<Shared>) {
         }
     }
 }
+
+/// Bytes of event queue file per event of `pipeline.queue_capacity`: a
+/// search with ten result paths takes about 500.
+const QUEUE_BYTES_PER_EVENT: u64 = 512;
 
 /// How often [`release_free_heap`] runs.
 const RELEASE_HEAP_EVERY: Duration = Duration::from_secs(10);
@@ -192,6 +207,20 @@ impl AnalyticsPlugin {
         let collector = Arc::new(
             Collector::new(&config).map_err(|e| PluginError::internal(format!("metric registry: {e}")))?,
         );
+        // Opened before the runtime exists: a refusal (another process holds
+        // the file) must not drop a runtime on the caller's thread.
+        let boot_id = now_us();
+        // Events a crash left in the queue are replayed by the worker first.
+        let queue = Arc::new(
+            EventQueue::open(
+                &data_dir.join("events.queue"),
+                (config.pipeline.queue_capacity as u64).saturating_mul(QUEUE_BYTES_PER_EVENT),
+                host.instance_id.as_str(),
+                boot_id,
+            )
+            .map_err(|e| PluginError::new(plugin_api::ErrorKind::Io, e.to_string()))?,
+        );
+        queue.start_sync(Duration::from_millis(config.pipeline.fsync_interval_ms.max(1)), logger.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("analytics-rt")
@@ -223,8 +252,9 @@ impl AnalyticsPlugin {
             logger.clone(),
             Duration::from_millis(config.storage.write_timeout_ms),
             config.pipeline.batch_max_events,
+            boot_id,
         );
-        let identity = Identity { instance_id, boot_id: now_us() };
+        let identity = Identity { instance_id, boot_id };
         let alerting = alerting::build(
             &config.alerting,
             storage.clone(),
@@ -239,6 +269,7 @@ impl AnalyticsPlugin {
             &config,
             collector.clone(),
             writer,
+            queue,
             privacy,
             identity,
             alert_feed,
@@ -246,6 +277,13 @@ impl AnalyticsPlugin {
         );
         let received = ["search", "index", "open", "snapshot"]
             .map(|kind| collector.events_received.with_label_values(&[kind]));
+        let recovered = pipeline.queue.used_bytes();
+        if recovered > 0 {
+            logger.info(&format!(
+                "event queue '{}' holds {recovered} bytes of events from an earlier run: replaying them",
+                pipeline.queue.path().display()
+            ));
+        }
         logger.info(&format!(
             "analytics {} started for instance '{}': storage {}, queue {} events, max {} projects",
             env!("CARGO_PKG_VERSION"),
@@ -313,30 +351,28 @@ impl Plugin for AnalyticsPlugin {
     fn on_search_executed(&self, event: &SearchExecuted<'_>) {
         self.received[0].inc();
         self.shared.collector.record_search(event);
-        self.shared
-            .pipeline
-            .push(Event::Search(SearchRecord::copy_from(event, self.shared.pipeline.spare.take())));
+        let pipeline = &self.shared.pipeline;
+        pipeline.pushed(pipeline.queue.push_search(event));
     }
 
     fn on_file_indexed(&self, event: &FileIndexed<'_>) {
         self.received[1].inc();
         self.shared.collector.record_index(event);
-        self.shared
-            .pipeline
-            .push(Event::Index(IndexRecord::copy_from(event, self.shared.pipeline.spare.take())));
+        let pipeline = &self.shared.pipeline;
+        pipeline.pushed(pipeline.queue.push_index(event));
     }
 
     fn on_file_opened(&self, event: &FileOpened<'_>) {
         self.received[2].inc();
         self.shared.collector.record_open(event);
-        self.shared
-            .pipeline
-            .push(Event::Open(OpenRecord::copy_from(event, self.shared.pipeline.spare.take())));
+        let pipeline = &self.shared.pipeline;
+        pipeline.pushed(pipeline.queue.push_open(event));
     }
 
     fn on_project_snapshot(&self, event: &ProjectSnapshot<'_>) {
         self.received[3].inc();
-        self.shared.pipeline.push(Event::Snapshot(SnapshotRecord::copy_from(event)));
+        let pipeline = &self.shared.pipeline;
+        pipeline.pushed(pipeline.queue.push_snapshot(event));
     }
 
     fn shutdown(&self) -> Result<(), PluginError> {

@@ -1,12 +1,8 @@
-//! Owned copies of hook events, made by the hooks and consumed by the
-//! pipeline worker. Each event's strings share one buffer, and buffers go
-//! round: the worker hands the ones it is done with back ([`Spare`]) for
-//! the hooks to fill again.
+//! Owned events as the pipeline worker reads them back from the event
+//! queue ([`super::queue`]). Each event's strings share one buffer, and
+//! the worker reuses buffers it is done with ([`Spare`]).
 
-use plugin_api::{
-    CacheOutcome, FileIndexed, FileOpened, IndexOutcome, ProjectSnapshot, QueryKind, SearchExecuted,
-    SearchStatus,
-};
+use plugin_api::{CacheOutcome, IndexOutcome, QueryKind, SearchStatus};
 
 /// Result paths kept per search event.
 pub const MAX_TOP_RESULTS: usize = 10;
@@ -16,12 +12,9 @@ const MAX_FIELDS: usize = 5 + MAX_TOP_RESULTS;
 const SPARE_BUFFERS: usize = 4_096;
 const SPARE_MAX_BYTES: usize = 4_096;
 
-/// Event buffers the worker is done with, for the hooks to fill again: in
-/// a steady stream a hook allocates nothing, and no buffer a host thread
-/// allocated is freed on the plugin's. (glibc gives such a free back to
-/// the allocating thread's arena, and that thread's next allocations took
-/// its slow path: 0.9 µs more of the host's CPU per request, measured.)
-/// At most 4,096 buffers of at most 4 KB each are kept.
+/// Event buffers the worker is done with, to fill with the next events it
+/// reads: in a steady stream it allocates nothing per event. At most 4,096
+/// buffers of at most 4 KB each are kept.
 pub struct Spare {
     buffers: crossbeam_queue::ArrayQueue<String>,
 }
@@ -58,19 +51,26 @@ pub struct Packed {
 }
 
 impl Packed {
-    fn new<'a>(mut buf: String, fields: &[&'a str], extra: impl Iterator<Item = &'a str> + Clone) -> Self {
-        let capacity =
-            fields.iter().map(|f| f.len()).sum::<usize>() + extra.clone().map(str::len).sum::<usize>();
-        buf.clear();
-        buf.reserve(capacity);
-        let mut ends = [0u32; MAX_FIELDS];
-        let mut len = 0;
-        for field in fields.iter().copied().chain(extra).take(MAX_FIELDS) {
-            buf.push_str(field);
-            ends[len] = buf.len() as u32;
-            len += 1;
+    /// Fields already laid out in `buf`, ending at `ends`: None unless the
+    /// ends rise within the buffer and fall on character boundaries.
+    pub(super) fn laid_out(buf: String, ends: &[u32]) -> Option<Self> {
+        if ends.len() > MAX_FIELDS || ends.last().copied().unwrap_or(0) as usize != buf.len() {
+            return None;
         }
-        Self { buf, ends, len: len as u8 }
+        let mut previous = 0;
+        let mut packed = [0u32; MAX_FIELDS];
+        for (i, &end) in ends.iter().enumerate() {
+            if end < previous || !buf.is_char_boundary(end as usize) {
+                return None;
+            }
+            packed[i] = end;
+            previous = end;
+        }
+        Some(Self { buf, ends: packed, len: ends.len() as u8 })
+    }
+
+    pub(super) fn into_buffer(self) -> String {
+        self.buf
     }
 
     pub fn get(&self, index: usize) -> &str {
@@ -95,32 +95,10 @@ pub struct SearchRecord {
     pub latency_ns: u64,
     pub result_count: u64,
     /// search_id, project, user, query, error_code, then top results.
-    text: Packed,
+    pub(super) text: Packed,
 }
 
 impl SearchRecord {
-    pub fn copy_from(event: &SearchExecuted<'_>, buffer: String) -> Self {
-        let top = event.top_results.as_slice().iter().take(MAX_TOP_RESULTS).map(|r| r.as_str());
-        Self {
-            timestamp_us: event.timestamp_us,
-            kind: event.kind,
-            cache: event.cache,
-            status: event.status,
-            latency_ns: event.latency_ns,
-            result_count: event.result_count,
-            text: Packed::new(
-                buffer,
-                &[
-                    event.search_id.as_str(),
-                    event.project.as_str(),
-                    event.user.as_str(),
-                    event.query.as_str(),
-                    event.error_code.as_str(),
-                ],
-                top,
-            ),
-        }
-    }
     pub fn search_id(&self) -> &str {
         self.text.get(0)
     }
@@ -149,29 +127,10 @@ pub struct IndexRecord {
     pub duration_ns: u64,
     pub queue_depth: u64,
     /// project, path, file_type, error_code.
-    text: Packed,
+    pub(super) text: Packed,
 }
 
 impl IndexRecord {
-    pub fn copy_from(event: &FileIndexed<'_>, buffer: String) -> Self {
-        Self {
-            timestamp_us: event.timestamp_us,
-            outcome: event.outcome,
-            bytes: event.bytes,
-            duration_ns: event.duration_ns,
-            queue_depth: event.queue_depth,
-            text: Packed::new(
-                buffer,
-                &[
-                    event.project.as_str(),
-                    event.path.as_str(),
-                    event.file_type.as_str(),
-                    event.error_code.as_str(),
-                ],
-                std::iter::empty(),
-            ),
-        }
-    }
     pub fn project(&self) -> &str {
         self.text.get(0)
     }
@@ -191,21 +150,10 @@ pub struct OpenRecord {
     pub timestamp_us: i64,
     pub rank: u32,
     /// project, user, path, search_id.
-    text: Packed,
+    pub(super) text: Packed,
 }
 
 impl OpenRecord {
-    pub fn copy_from(event: &FileOpened<'_>, buffer: String) -> Self {
-        Self {
-            timestamp_us: event.timestamp_us,
-            rank: event.rank,
-            text: Packed::new(
-                buffer,
-                &[event.project.as_str(), event.user.as_str(), event.path.as_str(), event.search_id.as_str()],
-                std::iter::empty(),
-            ),
-        }
-    }
     pub fn project(&self) -> &str {
         self.text.get(0)
     }
@@ -231,20 +179,6 @@ pub struct SnapshotRecord {
     pub duplication_ratio: Option<f64>,
 }
 
-impl SnapshotRecord {
-    pub fn copy_from(event: &ProjectSnapshot<'_>) -> Self {
-        Self {
-            timestamp_us: event.timestamp_us,
-            project: event.project.as_str().to_owned(),
-            total_files: event.total_files,
-            indexed_files: event.indexed_files,
-            vector_store_bytes: event.vector_store_bytes,
-            embedding_cache_bytes: event.embedding_cache_bytes,
-            duplication_ratio: event.duplication_ratio.into_option(),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum Event {
     Search(SearchRecord),
@@ -267,40 +201,15 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
-    use abi_stable::std_types::{RSlice, RStr};
-
     use super::*;
 
     #[test]
-    fn search_record_keeps_every_field() {
-        let top = [RStr::from("src/a.rs"), RStr::from(""), RStr::from("src/b.rs")];
-        let event = SearchExecuted {
-            search_id: RStr::from("h-1"),
-            project: RStr::from("demo"),
-            user: RStr::from("alice"),
-            query: RStr::from("fn main"),
-            kind: QueryKind::Regex,
-            cache: CacheOutcome::L2,
-            status: SearchStatus::Ok,
-            error_code: RStr::from(""),
-            latency_ns: 1234,
-            result_count: 3,
-            top_results: RSlice::from_slice(&top),
-            timestamp_us: 99,
-        };
-        // A used buffer, longer than this event needs, holds it exactly.
-        let used = SearchRecord::copy_from(&event, String::new()).text.buf;
-        let spare = Spare::default();
-        spare.give(used.repeat(3));
-        let record = SearchRecord::copy_from(&event, spare.take());
-        assert_eq!(
-            (record.search_id(), record.project(), record.user(), record.query(), record.error_code()),
-            ("h-1", "demo", "alice", "fn main", "")
-        );
-        assert_eq!(record.top_results().collect::<Vec<_>>(), ["src/a.rs", "", "src/b.rs"]);
-        assert_eq!((record.latency_ns, record.result_count, record.timestamp_us), (1234, 3, 99));
-        assert!(record.text.buf.capacity() >= 3 * used.len(), "the spare buffer was used");
-        assert!(spare.take().capacity() == 0, "one spare, taken");
+    fn laid_out_fields_must_rise_on_character_boundaries() {
+        let packed = Packed::laid_out("h-1demoé".to_owned(), &[3, 7, 9]).unwrap();
+        assert_eq!((packed.get(0), packed.get(1), packed.get(2), packed.get(3)), ("h-1", "demo", "é", ""));
+        assert!(Packed::laid_out("abc".to_owned(), &[2, 1, 3]).is_none(), "ends must rise");
+        assert!(Packed::laid_out("é".to_owned(), &[1, 2]).is_none(), "inside a character");
+        assert!(Packed::laid_out("abc".to_owned(), &[2]).is_none(), "the last end is the buffer's");
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! The event pipeline: hooks push owned events into a bounded lock-free
-//! queue and return; one task on the plugin's runtime drains it, feeds the
-//! in-memory analyses (active users, code health), numbers the events and
-//! hands them to the [`writer::Writer`] in batches (by size and by time).
+//! The event pipeline: hooks copy events into the crash-safe queue
+//! ([`queue::EventQueue`], a file mapped shared) and return; one task on the
+//! plugin's runtime reads it, feeds the in-memory analyses (active users,
+//! code health), turns events into rows and hands them to the
+//! [`writer::Writer`] in batches (by size and by time); the writer releases
+//! a batch's room in the queue once its rows are committed or spooled.
 //!
 //! Hooks never block, never wake a thread and never do I/O: a full queue
 //! drops the event and counts it (`context_analytics_events_dropped_total`);
 //! the writer spills to the spool at half capacity so that stays rare.
 
 pub mod events;
+pub mod queue;
 pub mod spool;
 pub mod writer;
 
@@ -19,7 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossbeam_queue::ArrayQueue;
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 
@@ -32,10 +34,11 @@ use crate::{
     config::AnalyticsConfig,
     storage::{
         privacy::Privacy,
-        rows::{EventId, Row, RowBatch},
+        rows::{Row, RowBatch},
     },
 };
 use events::Event;
+use queue::{EventQueue, Queued, Reader};
 use writer::{StorageHealth, Writer};
 
 /// How often the worker recomputes the code-health gauges.
@@ -49,14 +52,13 @@ const IDLE_WAIT: Duration = Duration::from_millis(20);
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Pipeline {
-    queue: Arc<ArrayQueue<Event>>,
+    pub queue: Arc<EventQueue>,
     dropped_queue_full: IntCounter,
     stop: Arc<AtomicBool>,
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     pub active_users: Arc<Mutex<ActiveUsers>>,
     pub storage_health: Arc<Mutex<StorageHealth>>,
-    /// Event buffers going round between the worker and the hooks.
-    pub spare: Arc<events::Spare>,
+    received: [IntCounter; 4],
 }
 
 /// Who this pipeline writes as.
@@ -71,23 +73,22 @@ impl Pipeline {
         config: &AnalyticsConfig,
         collector: Arc<Collector>,
         writer: Writer,
+        queue: Arc<EventQueue>,
         privacy: Privacy,
         identity: Identity,
         alert_feed: Option<Arc<Mutex<crate::alerting::measure::Recent>>>,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
-        let queue = Arc::new(ArrayQueue::new(config.pipeline.queue_capacity));
         let stop = Arc::new(AtomicBool::new(false));
         let active_users = Arc::new(Mutex::new(ActiveUsers::default()));
-        let spare = Arc::new(events::Spare::default());
         let storage_health = writer.health.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         // Two batches in flight: the worker prepares the next while the
         // writer waits for the database.
-        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<RowBatch>(2);
+        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<(RowBatch, u64)>(2);
         runtime.spawn(write_batches(writer, batches_rx, queue.clone(), done_tx));
         let worker = Worker {
-            queue: queue.clone(),
+            reader: queue.reader(),
             stop: stop.clone(),
             batch_max: config.pipeline.batch_max_events,
             flush_interval: Duration::from_millis(config.pipeline.flush_interval_ms),
@@ -99,8 +100,7 @@ impl Pipeline {
             privacy,
             identity,
             alert_feed,
-            spare: spare.clone(),
-            next_seq: 1,
+            spare: events::Spare::default(),
         };
         runtime.spawn(worker.run());
         Self {
@@ -110,23 +110,26 @@ impl Pipeline {
             done: Mutex::new(Some(done_rx)),
             active_users,
             storage_health,
-            spare,
+            received: ["search", "index", "open", "snapshot"]
+                .map(|kind| collector.events_received.with_label_values(&[kind])),
         }
     }
 
-    /// Called by hooks: never blocks.
+    /// Called by hooks: counts a drop when the queue has no room.
     #[inline]
-    pub fn push(&self, event: Event) {
-        if let Err(event) = self.queue.push(event) {
+    pub fn pushed(&self, accepted: bool) {
+        if !accepted {
             self.dropped_queue_full.inc();
-            if let Some(buffer) = event.into_buffer() {
-                self.spare.give(buffer);
-            }
         }
     }
 
+    /// Events waiting in the queue: accepted by this boot's hooks and not
+    /// read by the worker yet (events a crash left are not this boot's).
     pub fn depth(&self) -> usize {
-        self.queue.len()
+        let received: u64 = self.received.iter().map(|c| c.get()).sum();
+        let accepted = received.saturating_sub(self.dropped_queue_full.get());
+        let read = self.queue.drained().saturating_sub(self.queue.stats().recovered_events);
+        accepted.saturating_sub(read) as usize
     }
 
     pub fn active_counts(&self, now_us: i64) -> ActiveCounts {
@@ -144,7 +147,7 @@ impl Pipeline {
 }
 
 struct Worker {
-    queue: Arc<ArrayQueue<Event>>,
+    reader: Reader,
     stop: Arc<AtomicBool>,
     batch_max: usize,
     flush_interval: Duration,
@@ -152,13 +155,14 @@ struct Worker {
     active_users: Arc<Mutex<ActiveUsers>>,
     dropped_table_full: IntCounter,
     collector: Arc<Collector>,
-    batches: tokio::sync::mpsc::Sender<RowBatch>,
+    /// Rows, and the queue position to release once they are stored.
+    batches: tokio::sync::mpsc::Sender<(RowBatch, u64)>,
     privacy: Privacy,
     identity: Identity,
     /// The alert engine's per-second aggregates of this boot's events.
     alert_feed: Option<Arc<Mutex<crate::alerting::measure::Recent>>>,
-    spare: Arc<events::Spare>,
-    next_seq: i64,
+    /// Event buffers the worker reuses.
+    spare: events::Spare,
 }
 
 impl Worker {
@@ -166,16 +170,18 @@ impl Worker {
         let mut events = Vec::with_capacity(self.batch_max);
         // Rows go straight into their table's vector of the next write.
         let mut pending = RowBatch::new(self.identity.boot_id);
+        // The queue position just after the last event in `pending`.
+        let mut pending_end = 0u64;
         let mut oldest: Option<Instant> = None;
         let mut health_dirty = false;
         let mut health_at = Instant::now();
-        loop {
+        'run: loop {
             // Read the flag before draining, so nothing pushed before
             // shutdown is left behind.
             let stopping = self.stop.load(Ordering::Acquire);
             while events.len() < self.batch_max {
-                match self.queue.pop() {
-                    Some(event) => events.push(event),
+                match self.reader.pop(&self.spare) {
+                    Some(queued) => events.push(queued),
                     None => break,
                 }
             }
@@ -183,10 +189,21 @@ impl Worker {
             if took > 0 {
                 health_dirty |= self.analyze(&events);
                 oldest.get_or_insert_with(Instant::now);
-                for event in events.drain(..) {
-                    let id = EventId { boot_id: self.identity.boot_id, seq: self.next_seq };
-                    self.next_seq += 1;
+                for Queued { id, event, end } in events.drain(..) {
+                    // A batch holds one boot's rows (events a crash left
+                    // are of an earlier boot, and come first).
+                    if id.boot_id != pending.boot_id {
+                        if !pending.is_empty() {
+                            let batch = std::mem::replace(&mut pending, RowBatch::new(id.boot_id));
+                            if self.batches.send((batch, pending_end)).await.is_err() {
+                                break 'run;
+                            }
+                        } else {
+                            pending = RowBatch::new(id.boot_id);
+                        }
+                    }
                     pending.push(Row::from_event(id, &event, &self.privacy));
+                    pending_end = end;
                     if let Some(buffer) = event.into_buffer() {
                         self.spare.give(buffer);
                     }
@@ -199,7 +216,7 @@ impl Worker {
                 let next = pending.empty_like();
                 let batch = std::mem::replace(&mut pending, next);
                 // Waits while two batches are in flight: the queue absorbs.
-                if self.batches.send(batch).await.is_err() {
+                if self.batches.send((batch, pending_end)).await.is_err() {
                     break;
                 }
                 oldest = None;
@@ -209,7 +226,7 @@ impl Worker {
                 health_dirty = false;
                 health_at = Instant::now();
             }
-            if stopping && self.queue.is_empty() && pending.is_empty() {
+            if stopping && took == 0 && pending.is_empty() {
                 // Dropping the sender lets the writer finish and report done.
                 break;
             }
@@ -220,10 +237,12 @@ impl Worker {
     }
 
     /// Returns whether the code-health tables changed.
-    fn analyze(&mut self, batch: &[Event]) -> bool {
+    fn analyze(&mut self, batch: &[Queued]) -> bool {
         if let Some(feed) = &self.alert_feed {
             let mut recent = feed.lock();
-            for event in batch {
+            // Only this boot's events: the engine reads earlier boots'
+            // (a crash's replay included) from the database.
+            for Queued { event, .. } in batch.iter().filter(|q| q.id.boot_id == self.identity.boot_id) {
                 match event {
                     Event::Search(s) => recent.record_search(
                         s.timestamp_us,
@@ -244,7 +263,7 @@ impl Worker {
         }
         let mut changed = false;
         let mut users = self.active_users.lock();
-        for event in batch {
+        for Queued { event, .. } in batch {
             match event {
                 Event::Search(search) => {
                     users.record(search.user(), search.timestamp_us);
@@ -314,29 +333,38 @@ impl Worker {
 /// the worker hangs up; then makes the spool durable and reports done.
 async fn write_batches(
     mut writer: Writer,
-    mut batches: tokio::sync::mpsc::Receiver<RowBatch>,
-    queue: Arc<ArrayQueue<Event>>,
+    mut batches: tokio::sync::mpsc::Receiver<(RowBatch, u64)>,
+    queue: Arc<EventQueue>,
     done: std::sync::mpsc::Sender<()>,
 ) {
     // Whatever earlier runs left in the spool goes first.
     writer.wait_connected(Duration::from_secs(3)).await;
-    let backed_up = || queue.len() > queue.capacity() / 10 * 9;
+    // Over half full (rows waiting on a slow database hold their room):
+    // spool, which frees it.
+    let backed_up = || queue.used_bytes() > queue.capacity_bytes() / 2;
     loop {
-        match batches.try_recv() {
-            Ok(batch) => writer.write_live(batch, backed_up()).await,
+        let (batch, end) = match batches.try_recv() {
+            Ok(next) => next,
             Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
             Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
                 if writer.replay_some().await > 0 {
                     continue;
                 }
                 match tokio::time::timeout(Duration::from_millis(50), batches.recv()).await {
-                    Ok(Some(batch)) => writer.write_live(batch, backed_up()).await,
+                    Ok(Some(next)) => next,
                     Ok(None) => break,
-                    Err(_) => {}
+                    Err(_) => continue,
                 }
             }
-        }
+        };
+        // Committed or spooled (durably) either way: a restart must not
+        // replay it, and its room is free.
+        writer.write_live(batch, backed_up()).await;
+        queue.release(end);
     }
     writer.sync();
+    if let Err(error) = queue.sync() {
+        writer.log_error(&format!("cannot sync event queue '{}': {error}", queue.path().display()));
+    }
     let _ = done.send(());
 }

@@ -181,9 +181,22 @@ impl Spool {
     }
 
     fn start_segment(&mut self, first: &Row) -> Result<(), SpoolError> {
-        let name = format!("{:020}-{:020}.seg", first.id.boot_id, first.id.seq);
-        let path = self.dir.join(name);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        // A segment of the same first row may exist: the event queue
+        // replays, after a crash, rows spooled just before it. A second
+        // one sorts after it (`_` after `.`), so name order stays write order.
+        let mut n = 0;
+        let (path, file) = loop {
+            let name = match n {
+                0 => format!("{:020}-{:020}.seg", first.id.boot_id, first.id.seq),
+                n => format!("{:020}-{:020}_{n:04}.seg", first.id.boot_id, first.id.seq),
+            };
+            let path = self.dir.join(name);
+            match OpenOptions::new().create_new(true).append(true).open(&path) {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 9_999 => n += 1,
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        };
         let mut out = BufWriter::new(file);
         let mut header = Vec::with_capacity(32 + self.instance_id.len());
         header.extend_from_slice(MAGIC);

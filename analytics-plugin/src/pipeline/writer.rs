@@ -82,6 +82,9 @@ pub struct Writer {
     probe: Option<tokio::sync::oneshot::Receiver<Result<(), StorageError>>>,
     /// Highest stored seq per (instance, boot), as far as this writer knows.
     progress: HashMap<(String, i64), i64>,
+    /// This run's boot: rows of other boots come from the event queue's
+    /// replay after a crash, and may be stored already.
+    live_boot: i64,
 }
 
 impl Writer {
@@ -95,6 +98,7 @@ impl Writer {
         logger: plugin_api::HostLogger,
         write_timeout: Duration,
         batch_max: usize,
+        live_boot: i64,
     ) -> Self {
         let mut writer = Self {
             storage,
@@ -111,6 +115,7 @@ impl Writer {
             backoff: Duration::from_millis(500),
             probe: None,
             progress: HashMap::new(),
+            live_boot,
         };
         writer.report_spool_problems();
         writer.publish_spool();
@@ -219,15 +224,40 @@ impl Writer {
         }
     }
 
-    /// Writes rows of the live boot: to the database when it is up, nothing
-    /// is spooled and the queue is not backing up; else to the spool.
-    pub async fn write_live(&mut self, batch: RowBatch, queue_backed_up: bool) {
+    /// Writes rows from the event queue: to the database when it is up,
+    /// nothing is spooled and the queue is not backing up; else to the
+    /// spool. Rows of an earlier boot (left by a crash) are written only
+    /// past what the database already holds of that boot.
+    pub async fn write_live(&mut self, mut batch: RowBatch, queue_backed_up: bool) {
         if batch.is_empty() {
             return;
         }
         if !queue_backed_up && self.spool.is_empty() && self.ensure_connected().await {
-            // The rows come out of the batch only if they must be spooled.
             let instance = self.instance_id.clone();
+            if batch.boot_id != self.live_boot {
+                let stored = match self.stored_seq(&instance, batch.boot_id).await {
+                    Ok(seq) => seq,
+                    Err(error) => {
+                        self.fail(&error);
+                        self.spool_rows(&batch.into_rows());
+                        return;
+                    }
+                };
+                let boot_id = batch.boot_id;
+                let rows = batch.into_rows();
+                let total = rows.len();
+                batch = RowBatch::from_rows(boot_id, rows.into_iter().filter(|r| r.id.seq > stored));
+                if batch.len() < total {
+                    self.logger.info(&format!(
+                        "event queue replay skipped {} events already stored",
+                        total - batch.len()
+                    ));
+                }
+                if batch.is_empty() {
+                    return;
+                }
+            }
+            // The rows come out of the batch only if they must be spooled.
             match self.write_batch(&instance, &batch).await {
                 Ok(()) => return,
                 Err(error) => {
@@ -300,19 +330,12 @@ impl Writer {
             }
         };
         self.report_spool_problems();
-        let key = (batch.instance_id.clone(), batch.boot_id);
-        let stored = match self.progress.get(&key) {
-            Some(&seq) => seq,
-            None => match self.storage.last_seq(&batch.instance_id, batch.boot_id).await {
-                Ok(seq) => {
-                    self.progress.insert(key, seq);
-                    seq
-                }
-                Err(error) => {
-                    self.fail(&error);
-                    return 0;
-                }
-            },
+        let stored = match self.stored_seq(&batch.instance_id, batch.boot_id).await {
+            Ok(seq) => seq,
+            Err(error) => {
+                self.fail(&error);
+                return 0;
+            }
         };
         let consumed = batch.rows.len();
         let fresh: Vec<Row> = batch.rows.into_iter().filter(|r| r.id.seq > stored).collect();
@@ -332,6 +355,21 @@ impl Writer {
         }
         self.publish_spool();
         consumed
+    }
+
+    /// The highest seq of (instance, boot) the database holds.
+    async fn stored_seq(&mut self, instance: &str, boot_id: i64) -> Result<i64, StorageError> {
+        let key = (instance.to_owned(), boot_id);
+        if let Some(&seq) = self.progress.get(&key) {
+            return Ok(seq);
+        }
+        let seq = self.storage.last_seq(instance, boot_id).await?;
+        self.progress.insert(key, seq);
+        Ok(seq)
+    }
+
+    pub fn log_error(&self, message: &str) {
+        self.logger.error(message);
     }
 
     fn report_spool_problems(&mut self) {

@@ -162,7 +162,12 @@ impl SqliteStorage {
             )
             .and_then(|conn| {
                 conn.busy_timeout(self.write_timeout)?;
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                // FULL: a commit is on disk when it returns. The event queue
+                // releases an event's room then; with NORMAL a power loss
+                // could also take the commits since the last checkpoint,
+                // beyond the queue's fsync window. One fsync per write
+                // (about one a second).
+                conn.pragma_update(None, "synchronous", "FULL")?;
                 Ok(conn)
             })
             .map_err(|e| StorageError::Unreachable(format!("cannot open {}: {e}", self.path.display())))?;
