@@ -436,8 +436,38 @@ impl EventQueue {
 
     /// Everything up to `pos` is committed or spooled: its room can be
     /// reused, and a restart will not replay it.
+    ///
+    /// The pages wholly behind the new read position leave this process's
+    /// page tables (`MADV_DONTNEED`; the page cache keeps them, so nothing
+    /// is lost): resident memory stays what is in flight, not the whole
+    /// file. The next lap faults them in again, as it would anyway after a
+    /// sync made them clean.
     pub fn release(&self, pos: u64) {
-        self.word(OFF_READ).fetch_max(pos, Ordering::AcqRel);
+        let old = self.word(OFF_READ).fetch_max(pos, Ordering::AcqRel);
+        if pos <= old {
+            return;
+        }
+        const PAGE: u64 = 4096;
+        let from = old & !(PAGE - 1);
+        let to = pos & !(PAGE - 1);
+        if to <= from {
+            return;
+        }
+        let (start, len) = ((from & self.mask) as usize, (to - from).min(self.capacity) as usize);
+        let first = len.min(self.capacity as usize - start);
+        for (at, n) in [(start, first), (0, len - first)] {
+            if n > 0 {
+                // SAFETY: a page-aligned range within our ring. For a shared
+                // file mapping this only unmaps; contents stay in the file.
+                unsafe {
+                    libc::madvise(
+                        self.base.add(HEADER_BYTES + at) as *mut libc::c_void,
+                        n,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+            }
+        }
     }
 
     /// The worker's reading end. One reader only.
