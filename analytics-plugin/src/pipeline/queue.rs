@@ -809,7 +809,7 @@ mod tests {
     #[test]
     fn every_kind_comes_back_as_pushed() {
         let dir = dir("kinds");
-        let q = Arc::new(EventQueue::open(&dir.join("q"), 1 << 16, "inst", 9).unwrap());
+        let q = Arc::new(EventQueue::open(&dir.join("q"), 1 << 20, "inst", 9).unwrap());
         let paths = [RStr::from("src/a.rs"), RStr::from(""), RStr::from("src/é.rs")];
         assert!(q.push_search(&search("fn main", &paths)));
         assert!(q.push_index(&FileIndexed {
