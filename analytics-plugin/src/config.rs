@@ -46,9 +46,13 @@ pub struct PipelineConfig {
     /// the hook drops the event (counted): the writer spills to the spool
     /// long before that.
     pub queue_capacity: usize,
-    /// How often the event queue file is written to disk: on power loss
-    /// (not on a crash of the process) at most this window of events is lost.
+    /// How often the event journal (the queue's copy on disk) is synced: on
+    /// power loss (not on a crash of the process) at most this window of
+    /// events is lost.
     pub fsync_interval_ms: u64,
+    /// Folder of the event queue's file; empty: `/dev/shm` (tmpfs) when it
+    /// is there and writable, else the plugin's data dir.
+    pub queue_dir: String,
     /// A write to the database is started once this many events wait...
     pub batch_max_events: usize,
     /// ...or once the oldest waiting event is this old.
@@ -65,6 +69,7 @@ impl Default for PipelineConfig {
         Self {
             queue_capacity: 65_536,
             fsync_interval_ms: 1_000,
+            queue_dir: String::new(),
             batch_max_events: 8_192,
             flush_interval_ms: 1_000,
             spool_max_bytes: 1 << 30,

@@ -22,7 +22,9 @@ use crate::{
     config::AnalyticsConfig,
     pipeline::{
         Identity, Pipeline,
-        queue::EventQueue,
+        events::Spare,
+        journal::Journal,
+        queue::{self, EventQueue},
         spool::Spool,
         writer::{StorageHealth, Writer},
     },
@@ -114,6 +116,9 @@ impl Shared {
                 "torn_records": queue.torn_records,
                 "corrupt_records": queue.corrupt_records,
                 "header_reset": queue.header_reset,
+                "survived": queue.survived,
+                "journal_events": queue.journal_events,
+                "journal_skipped": queue.journal_skipped,
             },
             "alerting": match &self.alerting.engine {
                 None => json!({"enabled": false}),
@@ -158,6 +163,60 @@ async fn maintenance(shared: Arc<Shared>) {
 /// Bytes of event queue file per event of `pipeline.queue_capacity`: a
 /// search with ten result paths takes about 500.
 const QUEUE_BYTES_PER_EVENT: u64 = 512;
+
+/// Where the event queue's ring lives: `pipeline.queue_dir` if set, else
+/// tmpfs (`/dev/shm`: no write-back, so no page fault on a hook's path)
+/// when it is there and writable, else the data dir. Outside the data dir
+/// the file is named after it, so each server finds its own.
+fn queue_file(configured: &str, data_dir: &std::path::Path) -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if !configured.is_empty() {
+        std::path::PathBuf::from(configured)
+    } else if shm.is_dir() && std::fs::metadata(shm).is_ok_and(|m| !m.permissions().readonly()) {
+        shm.to_owned()
+    } else {
+        return data_dir.join("events.queue");
+    };
+    let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+    let hash = canonical
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    dir.join(format!("context-analytics-{hash:016x}.queue"))
+}
+
+/// Turns the journal's records into spool rows (each with the id it had),
+/// for a start whose ring did not survive.
+fn recover_journal(
+    journal: &Journal,
+    queue: &EventQueue,
+    spool: &mut Spool,
+    privacy: &Privacy,
+    logger: &HostLogger,
+) -> std::io::Result<()> {
+    let recovered = journal.recover()?;
+    let spare = Spare::default();
+    let mut rows = Vec::with_capacity(recovered.records.len());
+    let mut skipped = recovered.skipped;
+    for (pos, record) in &recovered.records {
+        match queue::decode(record, &spare) {
+            Some((boot_id, event)) => {
+                rows.push(storage::rows::Row::from_event(queue::event_id(boot_id, *pos), &event, privacy))
+            }
+            None => skipped += 1,
+        }
+    }
+    if !rows.is_empty() || skipped > 0 {
+        let kept = spool.append(&rows).map_err(|e| std::io::Error::other(e.to_string()))?;
+        logger.warn(&format!(
+            "the event queue did not survive (power loss or reboot): {kept} events recovered from the              journal and spooled ({skipped} torn or corrupt records skipped; events already stored are skipped              on replay)"
+        ));
+        queue.note_journal(kept as u64, skipped);
+    }
+    Ok(())
+}
 
 /// How often [`release_free_heap`] runs.
 const RELEASE_HEAP_EVERY: Duration = Duration::from_secs(10);
@@ -213,14 +272,21 @@ impl AnalyticsPlugin {
         // Events a crash left in the queue are replayed by the worker first.
         let queue = Arc::new(
             EventQueue::open(
-                &data_dir.join("events.queue"),
+                &queue_file(&config.pipeline.queue_dir, &data_dir),
                 (config.pipeline.queue_capacity as u64).saturating_mul(QUEUE_BYTES_PER_EVENT),
                 host.instance_id.as_str(),
                 boot_id,
             )
             .map_err(|e| PluginError::new(plugin_api::ErrorKind::Io, e.to_string()))?,
         );
-        queue.start_sync(Duration::from_millis(config.pipeline.fsync_interval_ms.max(1)), logger.clone());
+        let io_error =
+            |e: std::io::Error| PluginError::new(plugin_api::ErrorKind::Io, format!("event journal: {e}"));
+        let mut journal = Journal::open(
+            &data_dir.join("journal"),
+            Duration::from_millis(config.pipeline.fsync_interval_ms.max(1)),
+            Some(logger.clone()),
+        )
+        .map_err(io_error)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("analytics-rt")
@@ -232,13 +298,21 @@ impl AnalyticsPlugin {
         let storage = storage::open(&config.storage, &config.retention, &data_dir)
             .map_err(|e| PluginError::config(format!("invalid [plugins.analytics.config]: {e}")))?;
         let instance_id = host.instance_id.to_string();
-        let spool = Spool::open(
+        let mut spool = Spool::open(
             &data_dir.join("spool"),
             &instance_id,
             config.pipeline.spool_max_bytes,
             config.pipeline.spool_segment_bytes,
         )
         .map_err(|e| PluginError::new(plugin_api::ErrorKind::Io, e.to_string()))?;
+        if !queue.stats().survived {
+            // The ring went with the machine (power loss, reboot): what the
+            // journal kept goes to the spool, behind what is there.
+            recover_journal(&journal, &queue, &mut spool, &privacy, &logger).map_err(io_error)?;
+        }
+        // Every unreleased record is in the ring (or now spooled): the worker
+        // journals them again as it reads them.
+        journal.clear().map_err(io_error)?;
         let health = Arc::new(parking_lot::Mutex::new(StorageHealth::new(
             storage.backend(),
             storage::redact(&config.storage.url),
@@ -270,6 +344,7 @@ impl AnalyticsPlugin {
             collector.clone(),
             writer,
             queue,
+            Some(journal),
             privacy,
             identity,
             alert_feed,
@@ -377,6 +452,16 @@ impl Plugin for AnalyticsPlugin {
 
     fn shutdown(&self) -> Result<(), PluginError> {
         self.shared.pipeline.shutdown();
+        let queue = &self.shared.pipeline.queue;
+        if queue.used_bytes() == 0 {
+            // Everything is stored: nothing for a restart to replay, and a
+            // ring in /dev/shm should not outlive the server.
+            let _ = std::fs::remove_file(queue.path());
+            let journal = std::path::Path::new(self.shared.host.data_dir.as_str()).join("journal");
+            if let Ok(mut journal) = Journal::open(&journal, Duration::ZERO, None) {
+                let _ = journal.clear();
+            }
+        }
         // Hand alerting over at once rather than when the process exits.
         let (done, wait) = std::sync::mpsc::channel();
         let storage = self.shared.storage.clone();

@@ -64,6 +64,16 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.0.as_os_str().is_empty() {
+            // A host killed here left its event queue in /dev/shm, named
+            // after its data dir as the plugin names it (plugin.rs,
+            // queue_file); a clean shutdown removes it itself.
+            if let Ok(data_dir) = fs::canonicalize(self.0.join("data/plugins/analytics")) {
+                let hash =
+                    data_dir.as_os_str().as_encoded_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+                    });
+                let _ = fs::remove_file(format!("/dev/shm/context-analytics-{hash:016x}.queue"));
+            }
             let _ = fs::remove_dir_all(&self.0);
         }
     }

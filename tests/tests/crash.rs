@@ -352,3 +352,40 @@ fn a_host_killed_during_a_maintenance_run_loses_nothing_and_the_next_run_finishe
                 == pg.psql("SELECT count(*) FROM search_events")
     });
 }
+
+/// The queue file of a host's data dir in /dev/shm (as plugin.rs names it).
+fn shm_queue(dir: &Path) -> PathBuf {
+    let data_dir = std::fs::canonicalize(dir.join("data/plugins/analytics")).unwrap();
+    let hash = data_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    PathBuf::from(format!("/dev/shm/context-analytics-{hash:016x}.queue"))
+}
+
+#[test]
+fn events_the_journal_synced_survive_the_loss_of_the_queue_a_reboot_would_bring() {
+    let scratch = Scratch::new("crash-journal");
+    let root = project(&scratch);
+    // Rows wait in the worker a minute: when the host dies nothing is
+    // stored yet, and every event lives in the queue and its journal only.
+    let pipeline = "[plugins.analytics.config.pipeline]\nflush_interval_ms = 60000\nfsync_interval_ms = 200";
+    let host = Host::start_in(scratch, spec(&root, "", pipeline));
+    host.wait_indexed(1);
+    let load = Load::start(&host.base_url, "journal");
+    std::thread::sleep(Duration::from_millis(800));
+    let answered = load.finish();
+    // Longer than fsync_interval_ms: every answered search is journaled.
+    std::thread::sleep(Duration::from_millis(600));
+    let queue = shm_queue(host.dir.path());
+    assert!(queue.exists(), "the queue lives in /dev/shm");
+    let dir = host.kill9();
+    // A reboot empties /dev/shm.
+    std::fs::remove_file(&queue).unwrap();
+    let host = Host::start_in(dir, spec(&root, "", pipeline));
+    let h = health(&host);
+    assert_eq!(h["queue"]["survived"], false, "{h}");
+    assert!(h["queue"]["journal_events"].as_u64().unwrap() >= answered.len() as u64, "{h}");
+    Store::Sqlite(host.dir.path()).check(&host, "journal", &answered);
+}

@@ -10,6 +10,7 @@
 //! the writer spills to the spool at half capacity so that stays rare.
 
 pub mod events;
+pub mod journal;
 pub mod queue;
 pub mod spool;
 pub mod writer;
@@ -74,6 +75,7 @@ impl Pipeline {
         collector: Arc<Collector>,
         writer: Writer,
         queue: Arc<EventQueue>,
+        journal: Option<journal::Journal>,
         privacy: Privacy,
         identity: Identity,
         alert_feed: Option<Arc<Mutex<crate::alerting::measure::Recent>>>,
@@ -88,7 +90,7 @@ impl Pipeline {
         let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<(RowBatch, u64)>(2);
         runtime.spawn(write_batches(writer, batches_rx, queue.clone(), done_tx));
         let worker = Worker {
-            reader: queue.reader(),
+            reader: queue.reader(journal),
             stop: stop.clone(),
             batch_max: config.pipeline.batch_max_events,
             flush_interval: Duration::from_millis(config.pipeline.flush_interval_ms),
@@ -226,7 +228,9 @@ impl Worker {
                 health_dirty = false;
                 health_at = Instant::now();
             }
+            self.reader.tick();
             if stopping && took == 0 && pending.is_empty() {
+                self.reader.finish();
                 // Dropping the sender lets the writer finish and report done.
                 break;
             }
@@ -363,8 +367,5 @@ async fn write_batches(
         queue.release(end);
     }
     writer.sync();
-    if let Err(error) = queue.sync() {
-        writer.log_error(&format!("cannot sync event queue '{}': {error}", queue.path().display()));
-    }
     let _ = done.send(());
 }

@@ -368,10 +368,6 @@ impl Writer {
         Ok(seq)
     }
 
-    pub fn log_error(&self, message: &str) {
-        self.logger.error(message);
-    }
-
     fn report_spool_problems(&mut self) {
         for problem in self.spool.problems.drain(..) {
             self.logger.error(&problem);
