@@ -60,9 +60,24 @@ fn search_hook(c: &mut Criterion) {
         instance_id: "bench-1".into(),
         data_dir: data_dir.clone(),
     };
-    // Short flushes, so the last events of a chunk are stored at once.
-    let plugin = construct(&library, &identity, "[pipeline]\nflush_interval_ms = 5").expect("plugin starts");
-    let queue = data_dir.join("plugins").join("analytics").join("events.queue");
+    // The queue where the plugin puts it by default (tmpfs), in a folder
+    // of the bench's own so the bench finds the file; short flushes, so
+    // the last events of a chunk are stored at once.
+    let shm = std::path::Path::new("/dev/shm");
+    let queue_dir = if shm.is_dir() {
+        shm.join(format!("context-bench-{}", std::process::id()))
+    } else {
+        data_dir.clone()
+    };
+    std::fs::create_dir_all(&queue_dir).unwrap();
+    let config = format!("[pipeline]\nflush_interval_ms = 5\nqueue_dir = \"{}\"", queue_dir.display());
+    let plugin = construct(&library, &identity, &config).expect("plugin starts");
+    let queue = std::fs::read_dir(&queue_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "queue"))
+        .expect("the plugin's event queue file");
     let paths: Vec<String> = (0..10).map(|i| format!("src/components/search/module_{i}.rs")).collect();
     let top: Vec<RStr<'_>> = paths.iter().map(|p| RStr::from(p.as_str())).collect();
     let event = SearchExecuted {
@@ -98,6 +113,7 @@ fn search_hook(c: &mut Criterion) {
     });
     let _ = plugin.object.shutdown();
     let _ = std::fs::remove_dir_all(data_dir);
+    let _ = std::fs::remove_dir_all(queue_dir);
 }
 
 criterion_group!(benches, search_hook);
