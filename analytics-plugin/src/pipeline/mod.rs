@@ -7,7 +7,7 @@
 //!
 //! Hooks never block, never wake a thread and never do I/O: a full queue
 //! drops the event and counts it (`context_analytics_events_dropped_total`);
-//! the writer spills to the spool at half capacity so that stays rare.
+//! the writer spills to the spool at three quarters full so that stays rare.
 
 pub mod events;
 pub mod journal;
@@ -343,9 +343,10 @@ async fn write_batches(
 ) {
     // Whatever earlier runs left in the spool goes first.
     writer.wait_connected(Duration::from_secs(3)).await;
-    // Over half full (rows waiting on a slow database hold their room):
-    // spool, which frees it.
-    let backed_up = || queue.used_bytes() > queue.capacity_bytes() / 2;
+    // Three quarters full (rows waiting on a slow database hold their
+    // room; two batches in flight hold about half of a default queue at
+    // full speed): spool, which frees it before hooks must drop.
+    let backed_up = || queue.used_bytes() > queue.capacity_bytes() / 4 * 3;
     loop {
         let (batch, end) = match batches.try_recv() {
             Ok(next) => next,
