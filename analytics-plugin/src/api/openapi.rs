@@ -36,6 +36,41 @@ fn obj(required: &[&str], properties: Value) -> Value {
     json!({"type": "object", "required": required, "properties": properties})
 }
 
+/// The hooks' crash-safe queue, as health reports it.
+fn queue_schema() -> Value {
+    let count = |d: &str| json!({"type": "integer", "minimum": 0, "description": d});
+    obj(
+        &[
+            "depth",
+            "capacity",
+            "file",
+            "file_bytes",
+            "used_bytes",
+            "recovered_events",
+            "torn_records",
+            "corrupt_records",
+            "header_reset",
+            "survived",
+            "journal_events",
+            "journal_skipped",
+        ],
+        json!({
+            "depth": count("events waiting for the writer"),
+            "capacity": count("events the queue holds at most (pipeline.queue_capacity)"),
+            "file": {"type": "string", "description": "the shared mapping that holds the queue (pipeline.queue_dir)"},
+            "file_bytes": count("size of that file"),
+            "used_bytes": count("bytes of it holding events not yet committed"),
+            "recovered_events": count("events an earlier run left in the file, found at start"),
+            "torn_records": count("records an earlier run died writing, skipped at start"),
+            "corrupt_records": count("records whose checksum or encoding was wrong, skipped at start"),
+            "header_reset": {"type": "boolean", "description": "the file's header was unreadable at start: it was set aside as *.corrupt"},
+            "survived": {"type": "boolean", "description": "the queue found at start was kept (same machine boot)"},
+            "journal_events": count("events recovered from the on-disk journal at start (the queue was lost with a reboot)"),
+            "journal_skipped": count("torn or corrupt journal records skipped at start"),
+        }),
+    )
+}
+
 fn range_schema() -> Value {
     obj(
         &["from", "to", "step_seconds", "source"],
@@ -344,7 +379,7 @@ pub fn document() -> Value {
                     "reason": {"type": "string", "nullable": true},
                     "version": {"type": "string"}, "interface_version": {"type": "string"},
                     "instance_id": {"type": "string"}, "uptime_seconds": {"type": "number"},
-                    "events": {"type": "object"}, "queue": {"type": "object"}, "storage": {"type": "object"},
+                    "events": {"type": "object"}, "queue": queue_schema(), "storage": {"type": "object"},
                 }),
             )}}},
             "401": {"$ref": "#/components/responses/Unauthorized"},
