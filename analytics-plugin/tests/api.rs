@@ -852,3 +852,157 @@ async fn usage_rollups_wait_for_the_current_hour_and_answers_stay_exact() {
         let _ = tokio::task::spawn_blocking(move || drop(plugin)).await;
     }
 }
+
+/// Index events and snapshots written after a rollup run: into a rolled-up
+/// hour of the window and on the late day.
+fn late_index_rows() -> Vec<Row> {
+    let (start, _) = window();
+    let index = |t: i64, project: &str, outcome: &'static str| {
+        RowData::Index(IndexRow {
+            time_us: t,
+            project: project.into(),
+            path: "src/late.rs".into(),
+            file_type: "rs".into(),
+            bytes: 4096,
+            duration_ms: 3.5,
+            outcome,
+            error_code: None,
+            queue_depth: 2,
+        })
+    };
+    let snapshot = |t: i64, project: &str, total: i64| {
+        RowData::Snapshot(SnapshotRow {
+            time_us: t,
+            project: project.into(),
+            total_files: total,
+            indexed_files: total - 1,
+            vector_store_bytes: 123_456,
+            embedding_cache_bytes: 100,
+            duplication_ratio: Some(0.2),
+        })
+    };
+    let data = vec![
+        index(start + 6 * HOUR + 7 * MINUTE, "alpha", "ok"),
+        index(start + 6 * HOUR + 8 * MINUTE, "beta", "error"),
+        index(late_day() + 4 * HOUR, "alpha", "ok"),
+        snapshot(start + 7 * HOUR + 3 * MINUTE, "alpha", 40),
+        snapshot(late_day() + 4 * HOUR + 1, "beta", 25),
+    ];
+    data.into_iter()
+        .enumerate()
+        .map(|(k, d)| Row { id: EventId { boot_id: 9, seq: k as i64 + 1 }, data: d })
+        .collect()
+}
+
+/// Every route of every dataset, over ranges reaching back over the late
+/// day and over the window alone, at steps that read each source (raw,
+/// minute, hour and day rollups).
+fn realtime_routes() -> Vec<String> {
+    let (start, end) = window();
+    let wide = format!("from={}&to={}", format_rfc3339(late_day() - 2 * HOUR), format_rfc3339(end));
+    let narrow = format!("from={}&to={}", format_rfc3339(start), format_rfc3339(end));
+    let mut routes = split_routes();
+    for (range, steps) in [(&wide, &["15m", "1h", "1d"][..]), (&narrow, &["1m", "15m", "1h"][..])] {
+        for step in steps {
+            for agg in ["count", "p95", "avg"] {
+                routes.push(format!(
+                    "/api/v1/analytics/search-performance?{range}&step={step}&aggregation={agg}"
+                ));
+            }
+            routes.push(format!("/api/v1/analytics/search-performance?{range}&step={step}&project=alpha"));
+            routes.push(format!("/api/v1/analytics/cache-performance?{range}&step={step}"));
+            routes.push(format!("/api/v1/analytics/index-performance?{range}&step={step}"));
+            routes.push(format!("/api/v1/analytics/index-performance?{range}&step={step}&project=beta"));
+        }
+        routes.push(format!("/api/v1/analytics/code-health?{range}&page_size=50"));
+    }
+    routes
+}
+
+async fn realtime_answers(plugin: &AnalyticsPlugin) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for route in realtime_routes() {
+        let (status, body) = get(plugin, &route).await;
+        assert_eq!(status, 200, "{route}: {body}");
+        out.push((route, body));
+    }
+    out
+}
+
+/// Real-time reads: events written after a rollup run, into buckets the
+/// rollups (continuous aggregates on TimescaleDB) already hold, are in
+/// every route's answer at once, before any maintenance run; the answers
+/// equal raw events alone (everything marked dirty), and stay equal after
+/// the next maintenance run alone (on TimescaleDB it refreshes the
+/// aggregates over what was written: no manual refresh here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_includes_events_written_since_the_last_rollup_run() {
+    let _turn = SERIAL.lock().await;
+    let mut per_backend: Vec<Vec<(String, Value)>> = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::Timescaledb] {
+        let plugin = plugin_with_fixture(backend).await;
+        roll_up(&plugin, backend).await;
+        let before = realtime_answers(&plugin).await;
+
+        let store = plugin.shared().storage.clone();
+        store.write("inst-late", &RowBatch::from_rows(7, late_rows())).await.unwrap();
+        store.write("inst-late", &RowBatch::from_rows(9, late_index_rows())).await.unwrap();
+        let live = realtime_answers(&plugin).await;
+        let report = store.maintain(now_us()).await.unwrap();
+        assert!(report.ran, "{backend:?}");
+        if backend == Backend::Timescaledb {
+            assert!(report.aggregate_refreshes > 0, "{report:?}");
+            // Every mark taken in: the answers below come from the
+            // refreshed aggregates, not from raw events.
+            let pending = "SELECT CAST(count(*) AS BIGINT) FROM cagg_refresh_pending";
+            assert_eq!(number(&plugin, backend, pending, &[]).await, 0);
+        }
+        let dirty = "SELECT CAST(count(*) AS BIGINT) FROM rollup_dirty";
+        assert_eq!(number(&plugin, backend, dirty, &[]).await, 0, "{backend:?}");
+        let maintained = realtime_answers(&plugin).await;
+        all_dirty(&plugin, backend).await;
+        let reference = realtime_answers(&plugin).await;
+        assert_same(&format!("{backend:?} written since the last run"), &live, &reference);
+        assert_same(&format!("{backend:?} after the next run"), &maintained, &reference);
+
+        // The late events are counted: brute force over the fixture and
+        // them for the wide range's daily searches and indexed files.
+        let find = |answers: &[(String, Value)], prefix: &str| {
+            answers
+                .iter()
+                .find(|(r, _)| r.starts_with(prefix) && r.contains(&format_rfc3339(late_day() - 2 * HOUR)))
+                .map(|(_, b)| b.clone())
+                .unwrap()
+        };
+        let searches = "/api/v1/analytics/search-performance?";
+        let daily = find(&live, &format!("{searches}from={}", format_rfc3339(late_day() - 2 * HOUR)));
+        let mut events: Vec<RowData> =
+            fixture().rows.into_iter().flat_map(|(_, _, rows)| rows).map(|r| r.data).collect();
+        events.extend(late_rows().into_iter().chain(late_index_rows()).map(|r| r.data));
+        let (from, to) = (
+            context_analytics::time::parse_rfc3339(daily["range"]["from"].as_str().unwrap()).unwrap(),
+            context_analytics::time::parse_rfc3339(daily["range"]["to"].as_str().unwrap()).unwrap(),
+        );
+        let inside = |t: i64| t >= from && t < to;
+        let search_count =
+            events.iter().filter(|e| matches!(e, RowData::Search(s) if inside(s.time_us))).count();
+        assert_eq!(daily["summary"]["requests"], search_count, "{backend:?}");
+        let before_daily =
+            find(&before, &format!("{searches}from={}", format_rfc3339(late_day() - 2 * HOUR)));
+        assert_eq!(
+            before_daily["summary"]["requests"].as_u64().unwrap() + 6,
+            search_count as u64,
+            "{backend:?}: the six late searches are the difference"
+        );
+        let index = find(&live, "/api/v1/analytics/index-performance?");
+        let index_count =
+            events.iter().filter(|e| matches!(e, RowData::Index(i) if inside(i.time_us))).count();
+        assert_eq!(index["summary"]["files"], index_count, "{backend:?}: {}", index["summary"]);
+        per_backend.push(live);
+
+        plugin.shared().storage.close().await;
+        let _ = tokio::task::spawn_blocking(move || drop(plugin)).await;
+    }
+    assert_same("SQLite and PostgreSQL", &per_backend[0], &per_backend[1]);
+    assert_same("SQLite and TimescaleDB", &per_backend[0], &per_backend[2]);
+}

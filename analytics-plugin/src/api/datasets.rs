@@ -130,6 +130,88 @@ impl Ctx<'_> {
         range["source"] = json!(source.name());
         range
     }
+
+    /// Where a dataset of the minute, hour and day rollups reads `source`'s
+    /// range: the rollup's buckets that no `rollup_dirty` mark touches, and
+    /// raw events in the buckets one does (written since the last
+    /// maintenance run, which brings those buckets up to date and deletes
+    /// their marks in one transaction). So an answer holds every event
+    /// committed before the request, whenever maintenance last ran, and
+    /// none twice. Marks are read first: a run finishing in between only
+    /// makes a raw part's buckets clean, and raw events are the truth. On
+    /// TimescaleDB the rollups are real-time continuous aggregates, which
+    /// miss events written late into buckets already materialized: those
+    /// buckets stay marked (`cagg_refresh_pending`) until maintenance has
+    /// refreshed them.
+    async fn parts(&self, source: Source) -> Result<Vec<Part>, ApiError> {
+        let (filter, binds) = self.filter(source.time_col());
+        let Some(resolution) = source.resolution_us() else {
+            return Ok(vec![Part { source, filter, binds }]);
+        };
+        let select = |table: &str| {
+            format!(
+                "SELECT {}, {} FROM {table} WHERE to_time >= {} AND from_time < {}",
+                self.sql.us("from_time"),
+                self.sql.us("to_time"),
+                self.sql.time(1),
+                self.sql.time(2)
+            )
+        };
+        // On TimescaleDB, marks maintenance has moved on but not yet
+        // refreshed in the continuous aggregates too; one statement, so a
+        // run moving them in between cannot hide them.
+        let marks = if self.sql.backend == crate::storage::Backend::Timescaledb {
+            format!("{} UNION ALL {}", select("rollup_dirty"), select("cagg_refresh_pending"))
+        } else {
+            select("rollup_dirty")
+        };
+        let rows = self.rows(&marks, &[Value::Int(self.range.from_us), Value::Int(self.range.to_us)]).await?;
+        let marked = marked_buckets(
+            rows.iter().map(|r| (r[0].as_i64(), r[1].as_i64())),
+            resolution,
+            (self.range.from_us, self.range.to_us),
+        );
+        if marked.is_empty() {
+            return Ok(vec![Part { source, filter, binds }]);
+        }
+        let mut rollup_binds = binds;
+        let clean = split::within(source.time_col(), &marked, &mut rollup_binds, |n| self.sql.time(n));
+        // Whole marked buckets, as the rollup would hold them.
+        let mut raw_binds = Vec::new();
+        let dirty = split::within("time", &marked, &mut raw_binds, |n| self.sql.time(n));
+        let project = self.project_cond("project", &mut raw_binds);
+        Ok(vec![
+            Part { source, filter: format!("{filter} AND NOT {clean}"), binds: rollup_binds },
+            Part { source: Source::Raw, filter: format!("{dirty}{project}"), binds: raw_binds },
+        ])
+    }
+}
+
+/// One part of a range ([`Ctx::parts`]): a source and the condition (with
+/// its binds) that selects its rows.
+struct Part {
+    source: Source,
+    filter: String,
+    binds: Vec<Value>,
+}
+
+/// The `resolution`-wide buckets that the marks ([from, to], inclusive)
+/// touch and that start within `range` (as the rollup's rows selected by
+/// it do), merged: [from, to) intervals of whole buckets.
+fn marked_buckets(
+    marks: impl Iterator<Item = (i64, i64)>,
+    resolution: i64,
+    range: (i64, i64),
+) -> Vec<(i64, i64)> {
+    let first = range.0.div_euclid(resolution) * resolution
+        + if range.0.rem_euclid(resolution) == 0 { 0 } else { resolution };
+    let end = (range.1 - 1).div_euclid(resolution) * resolution + resolution;
+    let spans = marks
+        .map(|(from, to)| crate::storage::rollup::bucket_span(from, to, resolution))
+        .map(|(from, to)| (from.max(first), to.min(end)))
+        .filter(|(from, to)| from < to)
+        .collect();
+    crate::storage::rollup::merge_ranges(spans)
 }
 
 /// Latency figures of a bucket or a whole range.
@@ -210,58 +292,10 @@ struct SearchBucket {
 /// results and latency per bucket, and the same over the whole range (an
 /// overall percentile is one of all searches, from the merged histogram).
 pub async fn search_performance(ctx: &Ctx<'_>, aggregation: &str) -> Result<Dataset, ApiError> {
-    let sql = ctx.sql;
-    let source = sql.source_for(ctx.range.step_us);
-    let col = source.time_col();
-    let (filter, binds) = ctx.filter(col);
-    let bucket = sql.bucket(col, ctx.range.step_us);
-    let measures = if source == Source::Raw {
-        "count(*), sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), \
-         sum(CASE WHEN status = 'ok' AND result_count = 0 THEN 1 ELSE 0 END), sum(result_count), \
-         sum(latency_ms), min(latency_ms), max(latency_ms)"
-    } else {
-        "sum(searches), sum(CASE WHEN status <> 'ok' THEN searches ELSE 0 END), sum(zero_results), \
-         sum(results_sum), sum(latency_ms_sum), min(latency_ms_min), max(latency_ms_max)"
-    };
-    let cast = |m: &str| {
-        m.split(", ")
-            .enumerate()
-            .map(|(i, e)| {
-                if i < 4 { format!("CAST({e} AS BIGINT)") } else { format!("CAST({e} AS DOUBLE PRECISION)") }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let stats = ctx
-        .rows(
-            &format!(
-                "SELECT {bucket}, {} FROM {} WHERE {filter} GROUP BY 1",
-                cast(measures),
-                source.table("search_rollup", "search_events")
-            ),
-            &binds,
-        )
-        .await?;
-    let histogram = latency_histograms(ctx, source, &bucket, &filter, &binds).await?;
+    let source = ctx.sql.source_for(ctx.range.step_us);
     let mut buckets: BTreeMap<i64, SearchBucket> = BTreeMap::new();
-    for row in stats {
-        let b = buckets.entry(row[0].as_i64()).or_default();
-        b.requests = row[1].as_i64();
-        b.errors = row[2].as_i64();
-        b.zero_results = row[3].as_i64();
-        b.results_sum = row[4].as_i64();
-        b.latency.count = b.requests;
-        b.latency.sum_ms = ms_sum(&row[5]);
-        b.latency.min_ms = row[6].as_f64();
-        b.latency.max_ms = row[7].as_f64();
-    }
-    for (start, latency_bucket, count) in histogram {
-        let b = buckets.entry(start).or_default();
-        let index = latency_bucket.max(0) as usize;
-        if b.latency.histogram.len() <= index {
-            b.latency.histogram.resize(index + 1, 0);
-        }
-        b.latency.histogram[index] += count;
+    for part in ctx.parts(source).await? {
+        search_part(ctx, &part, &mut buckets).await?;
     }
     let mut total = SearchBucket::default();
     let mut out = Vec::new();
@@ -313,6 +347,69 @@ pub async fn search_performance(ctx: &Ctx<'_>, aggregation: &str) -> Result<Data
         columns: vec!["time", "requests", "errors", "zero_results", "avg_results", "latency_ms"],
         rows,
     })
+}
+
+/// Adds one part's searches to `buckets`.
+async fn search_part(
+    ctx: &Ctx<'_>,
+    part: &Part,
+    buckets: &mut BTreeMap<i64, SearchBucket>,
+) -> Result<(), ApiError> {
+    let source = part.source;
+    let bucket = ctx.sql.bucket(source.time_col(), ctx.range.step_us);
+    let measures = if source == Source::Raw {
+        "count(*), sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), \
+         sum(CASE WHEN status = 'ok' AND result_count = 0 THEN 1 ELSE 0 END), sum(result_count), \
+         sum(latency_ms), min(latency_ms), max(latency_ms)"
+    } else {
+        "sum(searches), sum(CASE WHEN status <> 'ok' THEN searches ELSE 0 END), sum(zero_results), \
+         sum(results_sum), sum(latency_ms_sum), min(latency_ms_min), max(latency_ms_max)"
+    };
+    let cast = |m: &str| {
+        m.split(", ")
+            .enumerate()
+            .map(|(i, e)| {
+                if i < 4 { format!("CAST({e} AS BIGINT)") } else { format!("CAST({e} AS DOUBLE PRECISION)") }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let stats = ctx
+        .rows(
+            &format!(
+                "SELECT {bucket}, {} FROM {} WHERE {} GROUP BY 1",
+                cast(measures),
+                source.table("search_rollup", "search_events"),
+                part.filter
+            ),
+            &part.binds,
+        )
+        .await?;
+    let histogram = latency_histograms(ctx, source, &bucket, &part.filter, &part.binds).await?;
+    for row in stats {
+        let b = buckets.entry(row[0].as_i64()).or_default();
+        b.requests += row[1].as_i64();
+        b.errors += row[2].as_i64();
+        b.zero_results += row[3].as_i64();
+        b.results_sum += row[4].as_i64();
+        // The histogram is added below, from its own query.
+        b.latency.merge(&Latency {
+            count: row[1].as_i64(),
+            sum_ms: ms_sum(&row[5]),
+            min_ms: row[6].as_f64(),
+            max_ms: row[7].as_f64(),
+            histogram: Vec::new(),
+        });
+    }
+    for (start, latency_bucket, count) in histogram {
+        let b = buckets.entry(start).or_default();
+        let index = latency_bucket.max(0) as usize;
+        if b.latency.histogram.len() <= index {
+            b.latency.histogram.resize(index + 1, 0);
+        }
+        b.latency.histogram[index] += count;
+    }
+    Ok(())
 }
 
 /// (bucket start, latency bucket, searches) of a range. On SQLite and plain
@@ -393,19 +490,22 @@ fn layers(by_cache: &BTreeMap<String, i64>) -> Json {
 pub async fn cache_performance(ctx: &Ctx<'_>) -> Result<Dataset, ApiError> {
     let sql = ctx.sql;
     let source = sql.source_for(ctx.range.step_us);
-    let col = source.time_col();
-    let (filter, binds) = ctx.filter(col);
-    let count = if source == Source::Raw { "count(*)" } else { "sum(searches)" };
-    let rows = ctx
-        .rows(
-            &format!(
-                "SELECT {}, project, cache, CAST({count} AS BIGINT) FROM {} WHERE {filter} GROUP BY 1, 2, 3",
-                sql.bucket(col, ctx.range.step_us),
-                source.table("search_rollup", "search_events")
-            ),
-            &binds,
-        )
-        .await?;
+    let mut rows = Vec::new();
+    for part in ctx.parts(source).await? {
+        let count = if part.source == Source::Raw { "count(*)" } else { "sum(searches)" };
+        rows.extend(
+            ctx.rows(
+                &format!(
+                    "SELECT {}, project, cache, CAST({count} AS BIGINT) FROM {} WHERE {} GROUP BY 1, 2, 3",
+                    sql.bucket(part.source.time_col(), ctx.range.step_us),
+                    part.source.table("search_rollup", "search_events"),
+                    part.filter
+                ),
+                &part.binds,
+            )
+            .await?,
+        );
+    }
     let mut per_bucket: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
     let mut per_project: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     let mut overall: BTreeMap<String, i64> = BTreeMap::new();
@@ -452,23 +552,26 @@ pub async fn cache_performance(ctx: &Ctx<'_>) -> Result<Dataset, ApiError> {
 pub async fn index_performance(ctx: &Ctx<'_>) -> Result<Dataset, ApiError> {
     let sql = ctx.sql;
     let source = sql.source_for(ctx.range.step_us);
-    let col = source.time_col();
-    let (filter, binds) = ctx.filter(col);
-    let measures = if source == Source::Raw {
-        "CAST(count(*) AS BIGINT), CAST(sum(bytes) AS BIGINT), CAST(sum(duration_ms) AS DOUBLE PRECISION), CAST(max(duration_ms) AS DOUBLE PRECISION)"
-    } else {
-        "CAST(sum(files) AS BIGINT), CAST(sum(bytes_sum) AS BIGINT), CAST(sum(duration_ms_sum) AS DOUBLE PRECISION), CAST(max(duration_ms_max) AS DOUBLE PRECISION)"
-    };
-    let rows = ctx
-        .rows(
-            &format!(
-                "SELECT {}, project, file_type, outcome, {measures} FROM {} WHERE {filter} GROUP BY 1, 2, 3, 4",
-                sql.bucket(col, ctx.range.step_us),
-                source.table("index_rollup", "index_events")
-            ),
-            &binds,
-        )
-        .await?;
+    let mut rows = Vec::new();
+    for part in ctx.parts(source).await? {
+        let measures = if part.source == Source::Raw {
+            "CAST(count(*) AS BIGINT), CAST(sum(bytes) AS BIGINT), CAST(sum(duration_ms) AS DOUBLE PRECISION), CAST(max(duration_ms) AS DOUBLE PRECISION)"
+        } else {
+            "CAST(sum(files) AS BIGINT), CAST(sum(bytes_sum) AS BIGINT), CAST(sum(duration_ms_sum) AS DOUBLE PRECISION), CAST(max(duration_ms_max) AS DOUBLE PRECISION)"
+        };
+        rows.extend(
+            ctx.rows(
+                &format!(
+                    "SELECT {}, project, file_type, outcome, {measures} FROM {} WHERE {} GROUP BY 1, 2, 3, 4",
+                    sql.bucket(part.source.time_col(), ctx.range.step_us),
+                    part.source.table("index_rollup", "index_events"),
+                    part.filter
+                ),
+                &part.binds,
+            )
+            .await?,
+        );
+    }
     #[derive(Default, Clone)]
     struct Files {
         files: i64,
@@ -1033,17 +1136,35 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
             e.3 = min(e.3, first_reached);
         }
     }
-    let (tfilter, tbinds) = ctx.filter("bucket");
-    let trend = ctx
-        .rows(
-            &format!(
-                "SELECT {}, project, CAST(max(total_files) AS BIGINT), CAST(max(indexed_files) AS BIGINT) \
-                 FROM snapshot_rollup_1d WHERE {tfilter} GROUP BY 1, 2 ORDER BY 2, 1",
-                sql.us("bucket")
-            ),
-            &tbinds,
-        )
-        .await?;
+    // Daily largest sizes: the daily rollup, and raw snapshots of the days
+    // it does not hold yet; the largest of both per (day, project).
+    let mut largest: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    let days = Ctx { range: Range { step_us: DAY, ..ctx.range }, project: ctx.project.clone(), ..*ctx };
+    for part in days.parts(Source::Day).await? {
+        let rows = ctx
+            .rows(
+                &format!(
+                    "SELECT {}, project, CAST(max(total_files) AS BIGINT), CAST(max(indexed_files) AS BIGINT) \
+                     FROM {} WHERE {} GROUP BY 1, 2",
+                    sql.bucket(part.source.time_col(), DAY),
+                    part.source.table("snapshot_rollup", "project_snapshots"),
+                    part.filter
+                ),
+                &part.binds,
+            )
+            .await?;
+        for row in rows {
+            let e = largest.entry((row[1].as_str().unwrap_or("").to_owned(), row[0].as_i64())).or_default();
+            *e = (e.0.max(row[2].as_i64()), e.1.max(row[3].as_i64()));
+        }
+    }
+    // (day, project, total, indexed), ordered by project then day.
+    let trend: Vec<Vec<Value>> = largest
+        .into_iter()
+        .map(|((project, day), (total, indexed))| {
+            vec![Value::Int(day), Value::Text(project), Value::Int(total), Value::Int(indexed)]
+        })
+        .collect();
 
     let mut projects: BTreeMap<String, Json> = BTreeMap::new();
     for row in &snapshots {
@@ -1173,4 +1294,26 @@ pub async fn code_health(ctx: &Ctx<'_>, factor: f64, page: i64, page_size: i64) 
         columns: vec!["project", "path", "finding"],
         rows: export,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marked_buckets_are_whole_buckets_starting_in_the_range() {
+        const M: i64 = 60_000_000;
+        let marks = [(10 * M + 5, 10 * M + 9), (11 * M, 12 * M + 1), (30 * M, 31 * M), (2 * M, 3 * M)];
+        // Minutes [10, 13) and [30, 32) start in [5, 31); [2, 4) does not.
+        assert_eq!(
+            marked_buckets(marks.into_iter(), M, (5 * M, 31 * M)),
+            [(10 * M, 13 * M), (30 * M, 31 * M)]
+        );
+        // A range that does not start on a bucket: the first whole one.
+        assert_eq!(marked_buckets([(2 * M, 2 * M)].into_iter(), M, (2 * M + 1, 9 * M)), []);
+        assert_eq!(
+            marked_buckets([(8 * M + 3, 8 * M + 3)].into_iter(), M, (2 * M + 1, 8 * M + 1)),
+            [(8 * M, 9 * M)]
+        );
+    }
 }

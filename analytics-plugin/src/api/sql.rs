@@ -104,6 +104,16 @@ impl Source {
         }
     }
 
+    /// A rollup's bucket width; None for raw events.
+    pub fn resolution_us(self) -> Option<i64> {
+        match self {
+            Source::Raw => None,
+            Source::Minute => Some(MINUTE),
+            Source::Hour => Some(HOUR),
+            Source::Day => Some(DAY),
+        }
+    }
+
     pub fn time_col(self) -> &'static str {
         if self == Source::Raw { "time" } else { "bucket" }
     }

@@ -44,6 +44,7 @@ pub const TIMESCALE: &[Migration] = &[
     migration!(2, "timescale", "timescale/0002_timescale.sql"),
     migration!(4, "alerting", "postgres/0004_alerting.sql"),
     migration!(5, "usage rollups", "postgres/0005_usage_rollups.sql"),
+    migration!(6, "aggregate refreshes pending", "timescale/0006_cagg_refresh.sql"),
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating.

@@ -345,6 +345,9 @@ pub struct MaintenanceReport {
     /// (from `rollup_dirty` and `usage_dirty`).
     pub usage_ranges: usize,
     pub rows_deleted: u64,
+    /// TimescaleDB: `refresh_continuous_aggregate` calls made for buckets
+    /// written since the last run (one per view and merged span).
+    pub aggregate_refreshes: usize,
     /// False when another run held the maintenance lock (another instance
     /// on PostgreSQL, another run in this process on SQLite).
     pub ran: bool,

@@ -223,6 +223,55 @@ impl PgStorage {
         Ok(())
     }
 
+    /// Refreshes the continuous aggregates over the buckets that
+    /// `cagg_refresh_pending` marks (hourly views first: the daily ones
+    /// read them), then deletes those marks by id. Returns the refreshes
+    /// made. A mark another instance's run takes meanwhile is refreshed
+    /// twice, which is harmless; a failed refresh leaves every mark for the
+    /// next run.
+    async fn refresh_caggs(&self) -> Result<usize, StorageError> {
+        const HOUR: i64 = 3_600_000_000;
+        const DAY: i64 = 24 * HOUR;
+        let marks: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, (extract(epoch FROM from_time) * 1000000)::bigint, \
+             (extract(epoch FROM to_time) * 1000000)::bigint FROM cagg_refresh_pending",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        let spans = |width: i64| {
+            rollup::merge_ranges(marks.iter().map(|&(_, f, t)| rollup::bucket_span(f, t, width)).collect())
+        };
+        let mut refreshes = 0;
+        for (suffix, width) in [("1h", HOUR), ("1d", DAY)] {
+            for (from, to) in spans(width) {
+                for rollup in ROLLUPS {
+                    // Both ends are bucket boundaries: the window holds
+                    // whole buckets only, every one a mark touches.
+                    sqlx::query(AssertSqlSafe(format!(
+                        "CALL refresh_continuous_aggregate('{}_{suffix}', \
+                         TIMESTAMPTZ 'epoch' + $1::bigint * INTERVAL '1 microsecond', \
+                         TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')",
+                        rollup.name
+                    )))
+                    .bind(from)
+                    .bind(to)
+                    .execute(&self.pool)
+                    .await?;
+                    refreshes += 1;
+                }
+            }
+        }
+        let ids: Vec<i64> = marks.iter().map(|m| m.0).collect();
+        sqlx::query("DELETE FROM cagg_refresh_pending WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(refreshes)
+    }
+
     fn is_timescale(&self) -> bool {
         self.backend.load(Ordering::Relaxed) == 2
     }
@@ -358,6 +407,7 @@ impl Storage for PgStorage {
         )
         .fetch_all(&mut *tx)
         .await?;
+        let dirty_spans = rollup::merge_ranges(dirty.clone());
         let plan = rollup::plan(
             dirty,
             usage_dirty,
@@ -376,7 +426,24 @@ impl Storage for PgStorage {
                 report.rows_deleted += affected;
             }
         }
+        if usage_only && !dirty_spans.is_empty() {
+            // The continuous aggregates still have to take these in: the
+            // API reads them from raw events until refresh_caggs has.
+            let (from, to): (Vec<i64>, Vec<i64>) = dirty_spans.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO cagg_refresh_pending (from_time, to_time) \
+                 SELECT TIMESTAMPTZ 'epoch' + f * INTERVAL '1 microsecond', TIMESTAMPTZ 'epoch' + t * INTERVAL '1 microsecond' \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS m(f, t)",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
+        if usage_only {
+            report.aggregate_refreshes = self.refresh_caggs().await?;
+        }
         Ok(report)
     }
 
