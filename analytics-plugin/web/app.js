@@ -334,7 +334,7 @@
     if (snapshot.instance) state.instance = snapshot.instance;
     state.snapshots++;
     state.lastSeq = snapshot.seq;
-    state.timings.push({ seq: snapshot.seq, compute_ms: snapshot.compute_ms, refresh_ms: snapshot.refresh_ms, partial: snapshot.partial, pending: snapshot.pending });
+    state.timings.push({ seq: snapshot.seq, compute_ms: snapshot.compute_ms, partial: snapshot.partial, pending: snapshot.pending });
     learnProjects();
     renderAll();
     $('#panels').hidden = false;

@@ -20,10 +20,7 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -42,7 +39,6 @@ use tower::ServiceExt;
 use super::{API_PREFIX, error::ApiError, params::Params, routes::RANGE_PARAMS};
 use crate::{
     plugin::{Shared, now_us},
-    storage::Backend,
     time::format_rfc3339,
 };
 
@@ -167,57 +163,6 @@ fn instance(shared: &Shared, project: Option<&str>) -> Value {
     })
 }
 
-/// Brings the rollups up to date before a full snapshot, so that what was
-/// written a moment ago shows now rather than at the next maintenance pass
-/// (every `storage.maintenance_interval_secs`, 60 s by default). A pass
-/// recomputes only the buckets written since the last one. These passes
-/// run at most every 2 s and, over time, at most a tenth of the time: a
-/// leaky bucket gains 10·d seconds per pass of d seconds, drains one second
-/// per second, and allows a pass while it holds under 60 s (so a first
-/// catch-up pass of a few seconds is allowed once). At event rates where
-/// passes get long, freshness degrades instead of the database.
-/// TimescaleDB's continuous aggregates are real-time already, and the usage
-/// rollups' hours not yet rolled up are read from raw events (on every
-/// backend): nothing to do there.
-async fn refresh_rollups(shared: &Arc<Shared>) {
-    const MIN_GAP_US: i64 = 2_000_000;
-    const BURST_US: i64 = 60_000_000;
-    static RUNNING: AtomicBool = AtomicBool::new(false);
-    static LAST_AT_US: AtomicI64 = AtomicI64::new(0);
-    static EMPTY_AT_US: AtomicI64 = AtomicI64::new(0);
-    if shared.storage.backend() == Backend::Timescaledb || !shared.pipeline.storage_health.lock().connected {
-        return;
-    }
-    let now = now_us();
-    let level = EMPTY_AT_US.load(Ordering::Relaxed) - now;
-    if now - LAST_AT_US.load(Ordering::Relaxed) < MIN_GAP_US
-        || level > BURST_US
-        || RUNNING.swap(true, Ordering::AcqRel)
-    {
-        return;
-    }
-    // Its own task: a pass is finished even if the client goes away.
-    let shared = shared.clone();
-    let pass = tokio::spawn(async move {
-        let started = Instant::now();
-        let result = shared.storage.maintain(now_us()).await;
-        let took = started.elapsed().as_micros() as i64;
-        let now = now_us();
-        LAST_AT_US.store(now, Ordering::Relaxed);
-        let empty_at = EMPTY_AT_US.load(Ordering::Relaxed).max(now) + 10 * took;
-        EMPTY_AT_US.store(empty_at, Ordering::Relaxed);
-        match result {
-            Ok(report) if report.ran => {
-                shared.pipeline.storage_health.lock().last_maintenance_at_us = Some(now)
-            }
-            Ok(_) => {}
-            Err(e) => shared.logger.warn(&format!("rollup refresh for the live page failed: {e}")),
-        }
-        RUNNING.store(false, Ordering::Release);
-    });
-    let _ = pass.await;
-}
-
 /// Sources of top lists, distinct users and files reached (usage rollups
 /// plus the range's raw remainder): a few hundred milliseconds over 30 days
 /// of a busy server (seconds before the usage rollups), where the others
@@ -246,7 +191,6 @@ struct Pending {
     seq: u64,
     full: bool,
     started: Instant,
-    refresh_ms: f64,
 }
 
 /// Starts a snapshot: every source called concurrently (heavy ones from
@@ -260,10 +204,6 @@ async fn start(
     full: bool,
     cached: bool,
 ) -> Pending {
-    let refresh = Instant::now();
-    if full {
-        refresh_rollups(&state.shared).await;
-    }
     let mut pending = Pending {
         calls: tokio::task::JoinSet::new(),
         heavy: Vec::new(),
@@ -272,7 +212,6 @@ async fn start(
         seq,
         full,
         started: Instant::now(),
-        refresh_ms: refresh.elapsed().as_secs_f64() * 1e3,
     };
     for (name, uri) in sources(range_query, project).into_iter().filter(|(name, _)| full || *name == "health")
     {
@@ -344,7 +283,6 @@ impl Pending {
             "partial": !self.full || !self.waiting.is_empty(),
             "pending": self.waiting,
             "compute_ms": (self.started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
-            "refresh_ms": (self.refresh_ms * 10.0).round() / 10.0,
             "sources": std::mem::take(&mut self.done),
             "instance": instance(&state.shared, project),
         })
@@ -508,7 +446,7 @@ impl Stream {
     }
 
     /// After a full snapshot: the next one waits at least five times its
-    /// compute time (rollup refreshes have their own budget).
+    /// compute time.
     fn full_done(&mut self, document: &Value) {
         let compute = Duration::from_secs_f64(document["compute_ms"].as_f64().unwrap_or(0.0) / 1e3);
         self.full_at = Instant::now();
@@ -545,7 +483,7 @@ pub fn openapi() -> Value {
         "body": {"description": "that route's JSON answer (its document, or its error)"},
     }});
     let snapshot = json!({"type": "object",
-    "required": ["seq", "time", "query", "partial", "pending", "compute_ms", "refresh_ms", "sources", "instance"],
+    "required": ["seq", "time", "query", "partial", "pending", "compute_ms", "sources", "instance"],
     "properties": {
         "seq": {"type": "integer", "minimum": 1},
         "partial": {"type": "boolean", "description": "true: only some sources (merge them into the last snapshot)"},
@@ -553,7 +491,6 @@ pub fn openapi() -> Value {
         "time": {"type": "string", "format": "date-time"},
         "query": {"type": "string"},
         "compute_ms": {"type": "number", "description": "time spent reading the sources"},
-        "refresh_ms": {"type": "number", "description": "time spent bringing rollups up to date first"},
         "sources": {"type": "object", "additionalProperties": source},
         "instance": {"type": "object", "required": ["instance_id", "active_users", "index_queue_depth"], "properties": {
             "instance_id": {"type": "string"},
