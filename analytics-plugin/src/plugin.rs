@@ -68,12 +68,17 @@ impl Shared {
             .sum();
         let storage = self.pipeline.storage_health.lock().clone();
         let queue = self.pipeline.queue.stats();
-        let (status, reason) = if !storage.connected {
+        let (status, reason) = if !storage.ready && storage.last_error.is_none() {
+            (
+                "starting",
+                Some("analytics database is opening (connecting and migrating at start-up)".to_owned()),
+            )
+        } else if !storage.connected {
             (
                 "degraded",
                 Some(format!(
                     "analytics database unreachable, events are spooled: {}",
-                    storage.last_error.as_deref().unwrap_or("not connected yet")
+                    storage.last_error.as_deref().unwrap_or("connection lost")
                 )),
             )
         } else if storage.spool.bytes > 0 {

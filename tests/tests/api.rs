@@ -124,16 +124,47 @@ fn storage_down_is_a_503_that_says_why() {
         ),
     );
     host.wait_indexed(1);
-    let (status, body, _) = get_with(&host, "/api/v1/analytics/search-performance?timerange=1h", None);
+    // `starting` until the first connection attempt has failed (the pool
+    // retries a refused connection for its acquire timeout).
+    host.wait_until("the first connection attempt failed", || {
+        host.get_json("/api/v1/analytics/health", "").1["status"] == "degraded"
+    });
+    let (status, body, headers) = get_with(&host, "/api/v1/analytics/search-performance?timerange=1h", None);
     assert_eq!(status, 503, "{body}");
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], "storage_unavailable");
+    assert!(headers.contains(&("retry-after".to_owned(), "5".to_owned())), "{headers:?}");
     assert!(
         error["error"]["message"].as_str().unwrap().starts_with("analytics database unreachable: "),
         "{error}"
     );
     let (status, body, _) = get_with(&host, "/api/v1/analytics/search-performance?timerange=2w", None);
     assert_eq!(status, 400, "a bad parameter is still a 400: {body}");
+}
+
+/// A database that takes its time to open (here: a port that accepts
+/// connections and never answers) is `starting`, with Retry-After, after a
+/// bounded wait: not "unreachable", and not a request left hanging.
+#[test]
+fn a_store_still_opening_is_starting_with_retry_after() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let scratch = Scratch::new("api-starting");
+    let root = project(&scratch);
+    let host = host(
+        &root,
+        &format!("[plugins.analytics.config.storage]\nurl = \"postgres://postgres@127.0.0.1:{port}/x\""),
+    );
+    for path in ["/api/v1/analytics/search-performance?timerange=1h", "/api/v1/analytics/alerts"] {
+        let (status, body, headers) = get_with(&host, path, None);
+        let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((status, error["error"]["code"].as_str()), (503, Some("starting")), "{path}: {body}");
+        assert!(headers.contains(&("retry-after".to_owned(), "1".to_owned())), "{headers:?}");
+    }
+    let (_, health, _) = get_with(&host, "/api/v1/analytics/health", None);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "starting", "{health}");
+    drop(silent);
 }
 
 #[test]

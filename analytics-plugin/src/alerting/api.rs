@@ -68,13 +68,11 @@ pub fn route_specs() -> Vec<plugin_api::RouteSpec> {
     .collect()
 }
 
-fn engine(shared: &Shared) -> Result<&Arc<Engine>, ApiError> {
+async fn engine(shared: &Shared) -> Result<&Arc<Engine>, ApiError> {
     let engine = shared.alerting.engine.as_ref().ok_or_else(|| {
         ApiError::not_found("alerting is switched off ([plugins.analytics.config.alerting] enabled = false)")
     })?;
-    if !shared.pipeline.storage_health.lock().ready {
-        return Err(ApiError::unavailable("analytics database unreachable: alerting state cannot be read"));
-    }
+    crate::api::routes::storage_ready(shared).await?;
     Ok(engine)
 }
 
@@ -110,7 +108,7 @@ async fn active(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Res
     let severity = params.choice("severity", &["any", "info", "warning", "error", "critical"], "any")?;
     let project = params.project()?;
     let fp = params.get("fingerprint").map(str::to_owned);
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let now = now_us();
     let (states, silences, rules) =
         match (engine.store.load_state().await, engine.store.silences().await, engine.rules().await) {
@@ -173,7 +171,7 @@ async fn history(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Re
     if let Some(rule) = &filter.rule {
         text("rule", rule, 128)?;
     }
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let events = engine.store.history(&filter).await.map_err(|e| storage(&shared, e))?;
     Ok(Json(json!({"range": range.json(), "events": events})).into_response())
 }
@@ -198,7 +196,7 @@ async fn acknowledge(
     if b.comment.chars().count() > 1000 {
         return Err(ApiError::bad_parameter("comment", "'comment' is at most 1000 characters"));
     }
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let ack = Ack { by: b.by, at_us: now_us(), comment: b.comment };
     if !engine.store.acknowledge(&fp, &ack).await.map_err(|e| storage(&shared, e))? {
         return Err(ApiError::not_found(format!("no firing alert with fingerprint '{}'", clip(&fp))));
@@ -237,7 +235,7 @@ fn silence_json(s: &Silence, now: i64) -> Json_ {
 async fn silences(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["status"])?;
     let status = params.choice("status", &["any", "active", "pending", "expired"], "any")?;
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let now = now_us();
     let list: Vec<Json_> = engine
         .store
@@ -315,7 +313,7 @@ async fn create_silence(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Resu
     if ends - now > MAX_SILENCE_US || starts - now > MAX_SILENCE_US {
         return Err(ApiError::bad_parameter("ends_at", "a silence starts and ends within a year from now"));
     }
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let id = {
         use sha2::Digest as _;
         let h = sha2::Sha256::digest(format!("{now}-{}-{:?}", b.created_by, std::thread::current().id()));
@@ -339,7 +337,7 @@ async fn expire_silence(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     if !engine.store.expire_silence(&id, now_us()).await.map_err(|e| storage(&shared, e))? {
         return Err(ApiError::not_found(format!("no active or pending silence '{}'", clip(&id))));
     }
@@ -348,13 +346,13 @@ async fn expire_silence(
 
 /// `GET /alerts/rules`
 async fn rules(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let rules = engine.rules().await.map_err(|e| storage(&shared, e))?;
     Ok(Json(json!({"rules": rules})).into_response())
 }
 
 async fn rule(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let rules = engine.rules().await.map_err(|e| storage(&shared, e))?;
     match rules.into_iter().find(|r| r.rule.name == name) {
         Some(r) => Ok(Json(json!(r)).into_response()),
@@ -384,15 +382,13 @@ async fn create_rule(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let rule = parse_rule(&bytes)?;
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let existing = engine.rules().await.map_err(|e| storage(&shared, e))?;
     if existing.iter().any(|r| r.rule.name == rule.name) {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            code: "conflict",
-            message: format!("rule '{}' exists: change it with PUT {PREFIX}/rules/{}", rule.name, rule.name),
-            parameter: Some("name".to_owned()),
-        });
+        return Err(ApiError::conflict(
+            "name",
+            format!("rule '{}' exists: change it with PUT {PREFIX}/rules/{}", rule.name, rule.name),
+        ));
     }
     engine
         .store
@@ -416,7 +412,7 @@ async fn put_rule(
             format!("the body's name '{}' differs from the path's '{}'", clip(&rule.name), clip(&name)),
         ));
     }
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     engine
         .store
         .put_rule(&name, Some(&rule), &actor(&headers), now_us())
@@ -432,7 +428,7 @@ async fn delete_rule(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let existing = engine.rules().await.map_err(|e| storage(&shared, e))?;
     if !existing.iter().any(|r| r.rule.name == name) {
         return Err(ApiError::not_found(format!("no rule '{}'", clip(&name))));
@@ -470,7 +466,7 @@ async fn dead_letters(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["limit"])?;
     let limit = params.integer("limit", 1, 10_000, 100)?;
-    let engine = engine(&shared)?;
+    let engine = engine(&shared).await?;
     let dead = engine.store.deliveries("dead", limit).await.map_err(|e| storage(&shared, e))?;
     let list: Vec<Json_> = dead
         .iter()

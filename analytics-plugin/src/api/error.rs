@@ -5,7 +5,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub parameter: Option<String>,
+    /// Seconds for a `Retry-After` header (503s that pass).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -27,11 +29,18 @@ impl ApiError {
             code: "invalid_parameter",
             message: message.into(),
             parameter: Some(parameter.to_owned()),
+            retry_after: None,
         }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), parameter: None }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            parameter: None,
+            retry_after: None,
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -40,6 +49,30 @@ impl ApiError {
             code: "storage_unavailable",
             message: message.into(),
             parameter: None,
+            retry_after: Some(5),
+        }
+    }
+
+    /// The database is still being opened at start-up (connecting,
+    /// migrating): not a failure, and soon over.
+    pub fn starting() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "starting",
+            message: "analytics database is still opening (connecting and migrating at start-up); retry in a second"
+                .to_owned(),
+            parameter: None,
+            retry_after: Some(1),
+        }
+    }
+
+    pub fn conflict(parameter: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+            parameter: Some(parameter.to_owned()),
+            retry_after: None,
         }
     }
 
@@ -49,6 +82,7 @@ impl ApiError {
             code: "internal",
             message: "internal error; the details are in the server log".to_owned(),
             parameter: None,
+            retry_after: None,
         }
     }
 
@@ -73,6 +107,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -202,7 +202,7 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
     }
     if !needs_admin(dataset) {
         let data = routes::dataset(&shared, dataset, &params).await?;
-        let range = routes::ctx(&shared, &params)?.range;
+        let range = routes::ctx(&shared, &params).await?.range;
         let body = match format {
             "json" => data.document.to_string(),
             "csv" => {
@@ -221,7 +221,7 @@ async fn build(shared: Arc<Shared>, query: Option<String>) -> Result<Response, A
         )
             .into_response());
     }
-    let ctx = routes::ctx(&shared, &params)?;
+    let ctx = routes::ctx(&shared, &params).await?;
     let range = ctx.range;
     let table = &RAW[RAW_DATASETS.iter().position(|d| *d == dataset).expect("a raw dataset")];
     let mut columns: Vec<&'static str> = vec!["time", "instance_id", "boot_id", "seq"];

@@ -375,7 +375,7 @@ pub fn document() -> Value {
             "200": {"description": "health", "content": {"application/json": {"schema": obj(
                 &["status", "version", "interface_version", "instance_id", "uptime_seconds", "events", "queue", "storage"],
                 json!({
-                    "status": {"type": "string", "enum": ["ok", "degraded"]},
+                    "status": {"type": "string", "enum": ["starting", "ok", "degraded"]},
                     "reason": {"type": "string", "nullable": true},
                     "version": {"type": "string"}, "interface_version": {"type": "string"},
                     "instance_id": {"type": "string"}, "uptime_seconds": {"type": "number"},
@@ -396,6 +396,10 @@ pub fn document() -> Value {
     paths.extend(crate::alerting::api::openapi_paths());
     paths.insert(super::live::LIVE_PATH.into(), super::live::openapi());
     let error_response = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let mut unavailable = error_response(
+        "the analytics database is still opening at start-up (code `starting`, Retry-After: 1) or unreachable (code `storage_unavailable`, Retry-After: 5; the message says why)",
+    );
+    unavailable["headers"] = json!({"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}});
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -425,7 +429,7 @@ pub fn document() -> Value {
                 "BadRequest": error_response("a parameter is wrong: the message quotes it and lists what is allowed"),
                 "Unauthorized": error_response("a bearer token is needed, or the one sent is unknown"),
                 "Forbidden": error_response("the token's role is not enough (raw exports need admin)"),
-                "Unavailable": error_response("the analytics database is unreachable; the message says why"),
+                "Unavailable": unavailable,
             },
         },
     })

@@ -1,7 +1,10 @@
 //! Handlers of the analytics routes: parse and check parameters, make sure
 //! storage is up, compute the dataset, answer JSON.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json,
@@ -27,26 +30,47 @@ fn with_range(extra: &[&'static str]) -> Vec<&'static str> {
     RANGE_PARAMS.iter().chain(extra).copied().collect()
 }
 
-pub fn ctx<'a>(shared: &'a Shared, params: &Params) -> Result<Ctx<'a>, ApiError> {
+/// How long a request waits for the database to open at start-up before
+/// it is answered 503 `starting`.
+const READY_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits (bounded) until the schema is there to read. Reads are tried
+/// once it is, even while the writer is spooling (a read may well
+/// succeed), and fail as 503s. Before that: a store still opening, with no
+/// failure yet, is waited for up to [`READY_WAIT`], then answered
+/// `starting`; one that failed to open is `storage_unavailable` with the
+/// reason. Both carry `Retry-After`.
+pub async fn storage_ready(shared: &Shared) -> Result<(), ApiError> {
+    let until = Instant::now() + READY_WAIT;
+    loop {
+        let (ready, error) = {
+            let health = shared.pipeline.storage_health.lock();
+            (health.ready, health.last_error.clone())
+        };
+        if ready {
+            return Ok(());
+        }
+        if let Some(error) = error {
+            return Err(ApiError::unavailable(format!("analytics database unreachable: {error}")));
+        }
+        if Instant::now() >= until {
+            return Err(ApiError::starting());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn ctx<'a>(shared: &'a Shared, params: &Params) -> Result<Ctx<'a>, ApiError> {
     let range = params.range(now_us())?;
     let project = params.project()?;
-    // Reads need the schema; once it is there they are tried even while the
-    // writer is spooling (a read may well succeed), and fail as 503s.
-    let health = shared.pipeline.storage_health.lock();
-    if !health.ready {
-        return Err(ApiError::unavailable(format!(
-            "analytics database unreachable: {}",
-            health.last_error.as_deref().unwrap_or("connecting at start-up, try again shortly")
-        )));
-    }
-    drop(health);
+    storage_ready(shared).await?;
     Ok(Ctx { store: &*shared.storage, sql: Sql::new(shared.storage.backend()), range, project })
 }
 
 /// Computes a dataset by name from already-parsed parameters (shared with
 /// `export`).
 pub async fn dataset(shared: &Shared, name: &str, params: &Params) -> Result<Dataset, ApiError> {
-    let ctx = ctx(shared, params)?;
+    let ctx = ctx(shared, params).await?;
     let result = match name {
         "search-performance" => {
             let aggregation = params.choice("aggregation", &AGGREGATIONS, "avg")?;
